@@ -1,0 +1,100 @@
+"""What a check is: a kind with a parameter schema, run against one target within a budget."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..units import format_duration
+
+if TYPE_CHECKING:
+    from ..plan import Target
+
+__all__ = ["CheckContext", "CheckKind", "CheckResult", "NotBuilt", "TARGET_KINDS"]
+
+#: The kinds of target a plan can name, by the key that makes them.
+TARGET_KINDS = {
+    "url": "service",
+    "tcp": "service",
+    "sqlite": "datastore",
+    "dsn": "datastore",
+    "files": "config",
+    "manifest": "artifacts",
+}
+
+
+class NotBuilt(Exception):
+    """Raised by a check for something this version of pytest-release does not check yet.
+
+    The item is skipped with this message, and the run's summary lists it as not checked:
+    a required gate never passes silently because of it.
+    """
+
+
+@dataclass
+class CheckResult:
+    """A check's verdict: what was measured, against what was expected.
+
+    ``measured`` and ``expected`` are flat mappings of plain values (they become JUnit
+    properties and evidence); ``summary`` is the one line a person reads first, and
+    ``details`` the lines under it (each failing file, each mismatching hash, ...).
+    """
+
+    passed: bool
+    summary: str
+    measured: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckContext:
+    """Everything a check needs: its target, its parameters and the time it has left.
+
+    ``deadline`` is a ``time.monotonic()`` value: the gate's budget ends then. Checks set their
+    own socket and subprocess timeouts from :meth:`remaining`.
+    """
+
+    kind: str
+    params: Mapping[str, Any]
+    target: Target | None
+    base_dir: Path
+    gate: str
+    budget: float
+    deadline: float
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def budget_text(self) -> str:
+        return f"the {format_duration(self.budget)} budget of gate {self.gate}"
+
+    def path(self, value: str) -> Path:
+        """A path from the plan, relative to the plan's directory."""
+        return (self.base_dir / value).resolve()
+
+
+@dataclass(frozen=True)
+class CheckKind:
+    """A kind of check.
+
+    ``judges`` names the target kinds it can judge (``service``, ``datastore``, ``config``,
+    ``artifacts``); an empty set means the check needs no target (``command``). ``params``
+    is the JSON Schema of its parameter mapping. ``run`` is ``None`` for a kind that the plan
+    format knows but this version does not run yet: its items are skipped and say so.
+    """
+
+    name: str
+    judges: frozenset[str]
+    params: Mapping[str, Any]
+    run: Callable[[CheckContext], CheckResult] | None
+    description: str = ""
+    judges_target: Callable[[Target], bool] | None = None
+
+    def can_judge(self, target: Target) -> bool:
+        if target.kind not in self.judges:
+            return False
+        return self.judges_target(target) if self.judges_target else True

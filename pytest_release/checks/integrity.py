@@ -1,0 +1,153 @@
+"""``integrity``: are the bytes what they should be?
+
+For an artifacts target, every file in its ``sha256sum``-format manifest is hashed (SHA-256,
+64 KiB reads into one buffer, files hashed concurrently) and compared. For a SQLite data store,
+``PRAGMA integrity_check`` (or ``quick_check`` with ``quick: true``) must answer ``ok``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .base import CheckContext, CheckKind, CheckResult, NotBuilt
+
+__all__ = ["INTEGRITY", "parse_manifest", "sha256_file"]
+
+PARAMS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "quick": {"type": "boolean"},
+        "name": {"type": "string"},
+    },
+}
+
+CHUNK = 64 * 1024
+_GNU_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+_BSD_LINE = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
+
+
+def sha256_file(path: Path, deadline: float | None = None) -> str:
+    """Hex SHA-256 of a file, read in 64 KiB chunks into one reused buffer."""
+    digest = hashlib.sha256()
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            count = fh.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(str(path))
+    return digest.hexdigest()
+
+
+def parse_manifest(text: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """``[(hex, relative path, line)]`` and the malformed lines, from sha256sum or BSD format."""
+    entries: list[tuple[str, str, int]] = []
+    bad: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        gnu = _GNU_LINE.match(line)
+        bsd = _BSD_LINE.match(line) if not gnu else None
+        if gnu:
+            entries.append((gnu.group(1).lower(), gnu.group(2), number))
+        elif bsd:
+            entries.append((bsd.group(2).lower(), bsd.group(1), number))
+        else:
+            bad.append(f"line {number}: not a sha256sum line: {line[:80]!r}")
+    return entries, bad
+
+
+def _manifest(ctx: CheckContext, manifest_value: str) -> CheckResult:
+    manifest = ctx.path(manifest_value)
+    expected = {"mismatches": 0, "missing": 0}
+    try:
+        text = manifest.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return CheckResult(False, f"cannot read manifest {manifest_value}: {exc}", {}, expected)
+    entries, bad = parse_manifest(text)
+    if not entries and not bad:
+        return CheckResult(False, f"manifest {manifest_value} lists no files", {"files": 0}, {"files": ">= 1"})
+    root = manifest.parent
+
+    def check(entry: tuple[str, str, int]) -> str | None:
+        want, name, number = entry
+        path = root / name
+        try:
+            got = sha256_file(path, ctx.deadline)
+        except FileNotFoundError:
+            return f"{name}: missing (manifest line {number})"
+        except TimeoutError:
+            return f"{name}: not hashed: {ctx.budget_text()} ran out"
+        except OSError as exc:
+            return f"{name}: cannot read: {exc.strerror or exc}"
+        if got != want:
+            return f"{name}: sha256 {got} does not match the manifest's {want} (line {number})"
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(4, len(entries) or 1)) as pool:
+        problems = bad + [p for p in pool.map(check, entries) if p]
+    missing = sum(1 for p in problems if ": missing" in p)
+    measured = {"files": len(entries), "mismatches": len(problems) - missing, "missing": missing}
+    if problems:
+        return CheckResult(False, f"{len(problems)} of {len(entries)} file(s) in {manifest_value} "
+                                  f"do not match: {problems[0]}", measured, expected, problems)
+    return CheckResult(True, f"{len(entries)} file(s) match {manifest_value}", measured, expected)
+
+
+def _sqlite(ctx: CheckContext, db_value: str) -> CheckResult:
+    path = ctx.path(db_value)
+    pragma = "quick_check" if ctx.params.get("quick") else "integrity_check"
+    expected = {pragma: "ok"}
+    if not path.is_file():
+        return CheckResult(False, f"SQLite database {db_value} does not exist", {"exists": False}, expected)
+    remaining = ctx.remaining()
+    if remaining <= 0:
+        return CheckResult(False, f"{pragma} of {db_value} not run: {ctx.budget_text()} was used up", {}, expected)
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=remaining)
+    except sqlite3.Error as exc:
+        return CheckResult(False, f"cannot open SQLite database {db_value}: {exc}", {}, expected)
+    conn.set_progress_handler(lambda: int(time.monotonic() > ctx.deadline), 10_000)
+    try:
+        rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+    except sqlite3.Error as exc:
+        message = str(exc)
+        if message == "interrupted":
+            message = f"interrupted: {ctx.budget_text()} ran out"
+        return CheckResult(False, f"{pragma} of {db_value} failed: {message}", {"error": message}, expected)
+    finally:
+        conn.close()
+    measured = {pragma: rows[0] if rows == ["ok"] else f"{len(rows)} problem(s)"}
+    if rows != ["ok"]:
+        return CheckResult(False, f"{pragma} of {db_value} found {len(rows)} problem(s): {rows[0]}",
+                           measured, expected, [str(r) for r in rows])
+    return CheckResult(True, f"{pragma} of {db_value}: ok", measured, expected)
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    target = ctx.target
+    assert target is not None
+    if "manifest" in target.spec:
+        return _manifest(ctx, target.spec["manifest"])
+    if "sqlite" in target.spec:
+        return _sqlite(ctx, target.spec["sqlite"])
+    raise NotBuilt("integrity of PostgreSQL (dsn) targets comes with the check library; not checked")
+
+
+INTEGRITY = CheckKind(
+    name="integrity",
+    judges=frozenset({"artifacts", "datastore"}),
+    params=PARAMS,
+    run=run,
+    description="SHA-256 manifest of artifacts; SQLite PRAGMA integrity_check",
+)

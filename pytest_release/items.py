@@ -1,0 +1,169 @@
+"""Collection: plan file -> stage -> gate -> one item per check and target.
+
+Node ids read like ``release-plan.yaml::post_release::service_validation::health[api]``. The
+items carry what they check; running one is :meth:`CheckItem.runtest`, reporting a failure is
+:meth:`CheckItem.repr_failure`, which prints the measured value against the expected one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
+from .checks.command import command_label
+from .plan import CheckSpec, Gate, Plan, Stage, Target
+from .secrets import redact, redact_value
+from .units import format_duration
+
+__all__ = ["CheckFailed", "CheckItem", "PlanFile"]
+
+DEADLINE = pytest.StashKey[float]()
+BLOCKED = pytest.StashKey[str]()
+
+
+class CheckFailed(Exception):
+    """A check's verdict was "failed"; carries the :class:`CheckResult`."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(result.summary)
+        self.result = result
+
+
+class PlanFile(pytest.File):
+    """The release plan; its children are the stages that run."""
+
+    plan: Plan
+    kinds: Mapping[str, CheckKind]
+    stage_names: tuple[str, ...] | None
+
+    def collect(self) -> Iterator[StageNode]:
+        for stage in self.plan.stages:
+            if self.stage_names is None or stage.name in self.stage_names:
+                yield StageNode.from_parent(self, name=stage.name, stage=stage)
+
+
+class StageNode(pytest.Collector):
+    """A stage of the strategy; its children are the validation gates that run in it."""
+
+    def __init__(self, *, stage: Stage, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stage = stage
+        self.add_marker(stage.name)
+
+    def collect(self) -> Iterator[GateNode]:
+        plan_file = self.parent
+        assert isinstance(plan_file, PlanFile)
+        for gate in plan_file.plan.gates_in(self.stage):
+            yield GateNode.from_parent(self, name=gate.name, gate=gate)
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return str(self.path), self.stage.mark.line - 1, f"stage {self.stage.name}"
+
+
+class GateNode(pytest.Collector):
+    """A validation gate in one stage; its children are its checks, one per target."""
+
+    def __init__(self, *, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = gate
+        self.add_marker(gate.name)
+
+    def collect(self) -> Iterator[CheckItem]:
+        stage_node = self.parent
+        assert isinstance(stage_node, StageNode)
+        plan_file = stage_node.parent
+        assert isinstance(plan_file, PlanFile)
+        plan, kinds = plan_file.plan, plan_file.kinds
+        taken: dict[str, int] = {}
+        for spec in self.gate.checks:
+            kind = kinds[spec.kind]
+            if kind.judges:
+                pairs = [(t, t.name) for t in plan.targets_for(self.gate, spec, kinds)]
+            else:
+                pairs = [(None, command_label(dict(spec.params)) if spec.kind == "command" else "")]
+            for target, suffix in pairs:
+                base = f"{spec.label}[{suffix}]" if suffix else spec.label
+                taken[base] = taken.get(base, 0) + 1
+                name = base if taken[base] == 1 else f"{spec.label}#{taken[base]}" + base[len(spec.label):]
+                yield CheckItem.from_parent(self, name=name, plan=plan, stage=stage_node.stage,
+                                            gate=self.gate, spec=spec, kind=kind, target=target)
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return str(self.path), self.gate.mark.line - 1, f"gate {self.gate.name}"
+
+
+class CheckItem(pytest.Item):
+    """One check of one gate against one target, in one stage."""
+
+    def __init__(self, *, plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec, kind: CheckKind,
+                 target: Target | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.stage = stage
+        self.gate = gate
+        self.spec = spec
+        self.kind = kind
+        self.target = target
+        self.add_marker(spec.kind)
+        self.user_properties.extend([
+            ("release_stage", stage.name),
+            ("release_gate", gate.name),
+            ("release_check", spec.kind),
+            ("release_target", target.name if target else ""),
+            ("release_required", str(gate.required).lower()),
+        ])
+
+    @property
+    def gate_id(self) -> str:
+        return f"{self.stage.name}::{self.gate.name}"
+
+    def setup(self) -> None:
+        reason = self.stash.get(BLOCKED, None)
+        if reason:
+            pytest.skip(reason)
+
+    def runtest(self) -> None:
+        if self.kind.run is None:
+            pytest.skip(f"not checked: check kind {self.spec.kind!r} is not run by this version of pytest-release")
+        ctx = CheckContext(kind=self.spec.kind, params=self.spec.params, target=self.target,
+                           base_dir=self.plan.base_dir, gate=self.gate_id, budget=self.gate.timeout,
+                           deadline=self.stash[DEADLINE])
+        try:
+            result = self.kind.run(ctx)
+        except NotBuilt as exc:
+            pytest.skip(f"not checked: {redact(str(exc), self.plan.secrets)}")
+        secrets = self.plan.secrets
+        self.user_properties.extend([
+            ("measured", json.dumps(redact_value(result.measured, secrets), sort_keys=True, default=str)),
+            ("expected", json.dumps(redact_value(result.expected, secrets), sort_keys=True, default=str)),
+            ("summary", redact(result.summary, secrets)),
+        ])
+        if not result.passed:
+            raise CheckFailed(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        secrets = self.plan.secrets
+        if isinstance(excinfo.value, CheckFailed):
+            result = excinfo.value.result
+            lines = [result.summary,
+                     f"  measured: {_plain(result.measured)}",
+                     f"  expected: {_plain(result.expected)}"]
+            lines += [f"  {line}" for line in result.details[:50]]
+            if len(result.details) > 50:
+                lines.append(f"  ... and {len(result.details) - 50} more")
+            return redact("\n".join(lines), secrets)
+        if excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith("Timeout"):
+            return (f"{self.name} did not finish within the {format_duration(self.gate.timeout)} budget of "
+                    f"gate {self.gate_id}: stopped by pytest-timeout ({excinfo.value})")
+        return redact(str(super().repr_failure(excinfo, style=style)), secrets)
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return str(self.path), self.spec.mark.line - 1, f"{self.gate_id}::{self.name}"
+
+
+def _plain(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"

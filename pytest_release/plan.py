@@ -1,0 +1,417 @@
+"""Loading a release plan: read, validate against the schema, check references, build the model.
+
+``load_plan`` either returns a :class:`Plan` or raises :class:`PlanError` carrying every problem
+found, each as ``FILE:LINE:COL: path.in.plan: message``. Nothing runs before a plan loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .checks import TARGET_KINDS, CheckKind
+from .problems import PlanError, Problem, did_you_mean, format_path
+from .schema import plan_schema
+from .secrets import redact
+from .units import parse_duration
+from .yamldoc import Document, Mark, load_yaml_text, read_text
+
+__all__ = ["CheckSpec", "Gate", "Plan", "Stage", "Target", "load_plan"]
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_EVIDENCE = "evidence/release"
+STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something checks look at: a service, a data store, config files or artifacts."""
+
+    name: str
+    kind: str
+    spec: Mapping[str, Any]
+    mark: Mark
+
+    def describe(self) -> str:
+        key = next(k for k in TARGET_KINDS if k in self.spec)
+        value = self.spec[key]
+        return f"{self.name} ({self.kind}: {', '.join(value) if isinstance(value, list) else value})"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    index: int
+    validation: bool
+    rollback: bool
+    monitoring: bool
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One entry of a gate's ``checks`` list; ``label`` is its item name before the target."""
+
+    kind: str
+    params: Mapping[str, Any]
+    label: str
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A validation gate: its checks, budget, whether it is required, where it applies."""
+
+    name: str
+    checks: tuple[CheckSpec, ...]
+    timeout: float
+    required: bool
+    targets: tuple[str, ...] | None
+    stages: tuple[str, ...] | None
+    mark: Mark
+
+
+@dataclass
+class Plan:
+    path: Path
+    display: str
+    sha256: str
+    name: str
+    version: str
+    evidence: str | None
+    stages: list[Stage]
+    targets: dict[str, Target]
+    gates: list[Gate]
+    secrets: frozenset[str]
+    not_acted_on: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the plan are relative to the plan file's directory."""
+        return self.path.parent
+
+    def gates_in(self, stage: Stage) -> list[Gate]:
+        """The validation gates that run in ``stage``, in plan order."""
+        if not stage.validation:
+            return []
+        return [g for g in self.gates if g.stages is None or stage.name in g.stages]
+
+    def targets_for(self, gate: Gate, check: CheckSpec, kinds: Mapping[str, CheckKind]) -> list[Target]:
+        """The targets ``check`` judges in ``gate``: the gate's targets (all by default) it can judge."""
+        kind = kinds[check.kind]
+        names = gate.targets if gate.targets is not None else list(self.targets)
+        return [self.targets[n] for n in names if kind.can_judge(self.targets[n])]
+
+
+def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
+              env: Mapping[str, str] | None = None, display: str | None = None) -> Plan:
+    """Read and validate the plan at ``path``; raise :class:`PlanError` listing every problem."""
+    path = Path(path)
+    display = display or str(path)
+    text, problems = read_text(path, display)
+    if text is None:
+        raise PlanError(problems)
+    doc = load_yaml_text(text, display, env=env)
+    if doc.data is None and doc.problems:
+        raise PlanError(_redact(doc.problems, doc.secrets))
+    if not isinstance(doc.data, dict):
+        doc.add((), "a plan is a mapping of sections (release, targets, strategy, rollback, "
+                    "validation, monitoring, analytics, automation)")
+        raise PlanError(_redact(doc.problems, doc.secrets))
+    _schema_problems(doc, kinds)
+    checker = _Semantics(doc, kinds)
+    checker.run()
+    if doc.problems:
+        raise PlanError(_redact(doc.problems, doc.secrets))
+    return checker.build(path, display, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _redact(problems: Iterable[Problem], secrets: Iterable[str]) -> list[Problem]:
+    secrets = list(secrets)
+    return [Problem(p.file, p.line, p.col, p.path, redact(p.message, secrets)) for p in problems]
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "empty"}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> None:
+    validator = jsonschema.Draft202012Validator(plan_schema(kinds))
+    for error in validator.iter_errors(doc.data):
+        _translate(doc, error)
+
+
+def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    what = schema.get("description")
+    instance = error.instance
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(schema.get("properties", {}))
+        for key in instance:
+            if key not in allowed:
+                hint = did_you_mean(str(key), allowed) or (f"; allowed: {', '.join(allowed)}" if allowed else "")
+                doc.add(path + (key,), f"unknown key {key!r}{hint}", key=True)
+        return
+    if "propertyNames" in error.schema_path:
+        key_path = path + (instance,)
+        choices = schema.get("enum")
+        if choices is not None:
+            doc.add(key_path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
+                              f" known: {', '.join(map(str, choices))}", key=True)
+        else:
+            doc.add(key_path, f"{instance!r} is not {what or 'a valid key'}", key=True)
+        return
+    if error.validator == "enum":
+        choices = [str(c) for c in error.validator_value]
+        doc.add(path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
+                      f" choose from: {', '.join(choices)}")
+    elif error.validator == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        doc.add(path, f"missing required key {', '.join(map(repr, missing))}")
+    elif error.validator == "type":
+        wanted = what or " or ".join(f"a {t}" if t not in ("object", "array") else
+                                     {"object": "a mapping", "array": "a list"}[t]
+                                     for t in ([error.validator_value] if isinstance(error.validator_value, str)
+                                               else error.validator_value))
+        doc.add(path, f"{instance!r} is {_type_name(instance)}, expected {wanted}")
+    elif error.validator in ("pattern", "oneOf", "anyOf") and what:
+        doc.add(path, f"{instance!r} is not {what}")
+    elif error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        doc.add(path, f"{instance!r} is out of range: {what or error.message}")
+    elif error.validator in ("minItems", "maxItems", "minProperties", "maxProperties") and what:
+        doc.add(path, f"expected {what}: {error.message}")
+    else:
+        doc.add(path, error.message)
+
+
+# -- references and meaning ---------------------------------------------------------------------
+
+
+def _items(value: object) -> list[tuple[int, dict[str, Any]]]:
+    """The mapping entries of a list, with their indices; tolerant of earlier schema problems."""
+    if not isinstance(value, list):
+        return []
+    return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)]
+
+
+def _section(data: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = data
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+class _Semantics:
+    """What a schema cannot say: unique names, references, units, what runs and what not yet."""
+
+    def __init__(self, doc: Document, kinds: Mapping[str, CheckKind]) -> None:
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data  # type: ignore[assignment]
+        self.kinds = kinds
+
+    def run(self) -> None:
+        for keys in (("strategy", "stages"), ("strategy", "gates"), ("validation", "gates"),
+                     ("validation", "metrics"), ("rollback", "triggers"), ("rollback", "procedures"),
+                     ("monitoring", "metrics"), ("monitoring", "alerts"), ("analytics", "metrics"),
+                     ("analytics", "analysis"), ("automation", "tasks"), ("automation", "workflows")):
+            self._unique(keys)
+        self._durations(self.data, ())
+        self._targets()
+        self._gates()
+        self._references()
+
+    def _unique(self, keys: tuple[str, ...]) -> None:
+        seen: dict[str, int] = {}
+        for i, entry in _items(_section(self.data, *keys)):
+            name = entry.get("name")
+            if not isinstance(name, str):
+                continue
+            if name in seen:
+                first = self.doc.mark(keys + (seen[name],)).line
+                self.doc.add(keys + (i, "name"), f"duplicate name {name!r} (first at line {first})")
+            else:
+                seen[name] = i
+
+    def _durations(self, value: object, path: tuple[object, ...]) -> None:
+        """Every timeout, interval, window and retention must be a duration; budgets above zero."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("timeout", "interval", "window", "retention", "delay") and not isinstance(item, (dict, list)):
+                    try:
+                        seconds = parse_duration(item)
+                    except ValueError:
+                        continue  # the schema said so already
+                    if key in ("timeout", "interval", "window") and seconds <= 0:
+                        self.doc.add(path + (key,), f"{item!r} must be more than zero")
+                else:
+                    self._durations(item, path + (key,))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self._durations(item, path + (i,))
+
+    def _targets(self) -> None:
+        targets = self.data.get("targets")
+        if not isinstance(targets, dict):
+            return
+        for name, spec in targets.items():
+            if not isinstance(spec, dict):
+                continue
+            keys = [k for k in TARGET_KINDS if k in spec]
+            path = ("targets", name)
+            if len(keys) != 1:
+                found = f"it has {', '.join(keys)}" if keys else "it has none"
+                self.doc.add(path, f"a target needs exactly one of {', '.join(TARGET_KINDS)}; {found}")
+                continue
+            kind_key = keys[0]
+            only = {"health": ("url",), "verify_tls": ("url",), "ca": ("url",), "schema": ("files",)}
+            for option, owners in only.items():
+                if option in spec and kind_key not in owners:
+                    self.doc.add(path + (option,), f"{option!r} applies to {' or '.join(owners)} targets only",
+                                 key=True)
+
+    def _gates(self) -> None:
+        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        stages = [s.get("name") for _, s in _items(_section(self.data, "strategy", "stages"))]
+        for gi, gate in _items(_section(self.data, "validation", "gates")):
+            gpath = ("validation", "gates", gi)
+            named = gate.get("targets")
+            if isinstance(named, list):
+                for ti, tname in enumerate(named):
+                    if isinstance(tname, str) and tname not in targets:
+                        self.doc.add(gpath + ("targets", ti), f"no target named {tname!r}"
+                                     f"{did_you_mean(tname, targets)}; targets: {', '.join(targets) or 'none'}")
+            gate_stages = gate.get("stages")
+            if isinstance(gate_stages, list):
+                for si, sname in enumerate(gate_stages):
+                    if isinstance(sname, str) and sname not in stages:
+                        self.doc.add(gpath + ("stages", si), f"no stage named {sname!r}"
+                                     f"{did_you_mean(sname, stages)}; stages: {', '.join(map(str, stages))}")
+            candidates = [targets[n] for n in (named if isinstance(named, list) else targets)
+                          if isinstance(n, str) and n in targets and isinstance(targets[n], dict)]
+            for ci, check in enumerate(gate.get("checks") or []):
+                kind_name = check if isinstance(check, str) else (
+                    next(iter(check)) if isinstance(check, dict) and len(check) == 1 else None)
+                kind = self.kinds.get(kind_name) if isinstance(kind_name, str) else None
+                if kind is None or not kind.judges:
+                    continue
+                judged = [t for t in candidates if _target_kind(t) in kind.judges]
+                if not judged:
+                    scope = "the gate's targets" if isinstance(named, list) else "the plan's targets"
+                    self.doc.add(gpath + ("checks", ci),
+                                 f"check {kind_name!r} judges {' or '.join(sorted(kind.judges))} targets, "
+                                 f"and none of {scope} is one")
+
+    def _references(self) -> None:
+        procedures = [p.get("name") for _, p in _items(_section(self.data, "rollback", "procedures"))]
+        for ti, trigger in _items(_section(self.data, "rollback", "triggers")):
+            for pi, pname in enumerate(trigger.get("procedures") or []):
+                if isinstance(pname, str) and pname not in procedures:
+                    self.doc.add(("rollback", "triggers", ti, "procedures", pi),
+                                 f"no rollback procedure named {pname!r}{did_you_mean(pname, procedures)}")
+        gates = [g.get("name") for _, g in _items(_section(self.data, "validation", "gates"))]
+        for mi, metric in _items(_section(self.data, "validation", "metrics")):
+            for gi, gname in enumerate(metric.get("gates") or []):
+                if isinstance(gname, str) and gname not in gates:
+                    self.doc.add(("validation", "metrics", mi, "gates", gi),
+                                 f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
+        metrics = [m.get("name") for _, m in _items(_section(self.data, "monitoring", "metrics"))]
+        for ai, alert in _items(_section(self.data, "monitoring", "alerts")):
+            mname = alert.get("metric")
+            if isinstance(mname, str) and mname not in metrics:
+                self.doc.add(("monitoring", "alerts", ai, "metric"),
+                             f"no monitoring metric named {mname!r}{did_you_mean(mname, metrics)}")
+        strategy_gates = [g.get("name") for _, g in _items(_section(self.data, "strategy", "gates"))]
+        if gates and "validation_gate" not in strategy_gates and isinstance(self.data.get("strategy"), dict):
+            self.doc.add(("strategy", "gates"), "validation.gates are defined but strategy.gates has no "
+                                                "validation_gate, so they would never run")
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def build(self, path: Path, display: str, sha256: str) -> Plan:
+        data = self.data
+        release = data.get("release") or {}
+        strategy_gates = {g["name"]: g for _, g in _items(_section(data, "strategy", "gates"))}
+        vgate = strategy_gates.get("validation_gate", {})
+        default_timeout = parse_duration(vgate.get("timeout", DEFAULT_TIMEOUT))
+        default_required = vgate.get("required", True)
+        stages = [
+            Stage(s["name"], i, s.get("validation", True), s.get("rollback", True), s.get("monitoring", True),
+                  self.doc.mark(("strategy", "stages", i)))
+            for i, s in _items(_section(data, "strategy", "stages"))
+        ]
+        targets = {
+            name: Target(name, _target_kind(spec), spec, self.doc.mark(("targets", name), key=True))
+            for name, spec in (data.get("targets") or {}).items()
+        }
+        gates = []
+        for gi, g in _items(_section(data, "validation", "gates")):
+            gates.append(Gate(
+                name=g["name"],
+                checks=self._checks(g["checks"], ("validation", "gates", gi, "checks")),
+                timeout=parse_duration(g.get("timeout", default_timeout)),
+                required=g.get("required", default_required),
+                targets=tuple(g["targets"]) if "targets" in g else None,
+                stages=tuple(g["stages"]) if "stages" in g else None,
+                mark=self.doc.mark(("validation", "gates", gi)),
+            ))
+        plan = Plan(path=path.resolve(), display=display, sha256=sha256,
+                    name=str(release.get("name") or path.stem), version=str(release.get("version", "")),
+                    evidence=release.get("evidence"), stages=stages, targets=targets, gates=gates,
+                    secrets=frozenset(self.doc.secrets))
+        plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
+        return plan
+
+    def _checks(self, entries: Sequence[Any], path: tuple[object, ...]) -> tuple[CheckSpec, ...]:
+        specs = []
+        for ci, entry in enumerate(entries):
+            kind, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+            params = dict(params or {})
+            label = f"{kind}-{params['name']}" if params.get("name") and kind != "command" else kind
+            specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,))))
+        return tuple(specs)
+
+    def _not_acted_on(self, stages: list[Stage], strategy_gates: Mapping[str, Any]) -> list[str]:
+        notes = []
+        for gate, flag, what in (("rollback_gate", "rollback", "rollback readiness is not checked"),
+                                 ("monitoring_gate", "monitoring", "monitoring windows are not sampled")):
+            on = [s.name for s in stages if getattr(s, flag)]
+            if gate in strategy_gates and on:
+                notes.append(f"strategy.gates {gate} (stages {', '.join(on)}): {what} by this version")
+        sections = {
+            ("rollback", "triggers"): "a failed required gate does not fire triggers or roll back yet",
+            ("rollback", "procedures"): "rollback procedures are validated, not run, by this version",
+            ("validation", "metrics"): "validation metrics are not sampled by this version",
+            ("monitoring", "metrics"): "monitoring metrics are not sampled by this version",
+            ("monitoring", "alerts"): "alerts are not evaluated by this version",
+            ("analytics", "metrics"): "run history is not stored by this version",
+            ("analytics", "analysis"): "trends are not analysed by this version",
+            ("automation", "tasks"): "periodic tasks are not run by this version",
+            ("automation", "workflows"): "workflows are not runnable in this version",
+        }
+        for keys, what in sections.items():
+            entries = _section(self.data, *keys)
+            if entries:
+                names = ", ".join(str(e.get("name")) for _, e in _items(entries))
+                notes.append(f"{format_path(keys)} ({names}): {what}")
+        return notes
+
+
+def _target_kind(spec: Mapping[str, Any]) -> str:
+    for key, kind in TARGET_KINDS.items():
+        if key in spec:
+            return kind
+    return "unknown"
+

@@ -1,0 +1,333 @@
+"""The pytest glue: options, loading the plan, collection, budgets, verdicts, the summary.
+
+Everything that decides something lives in plain modules (``plan``, ``checks``, ``runstate``);
+this module only connects them to pytest's hooks. Nothing here runs unless ``--release-plan``
+(or the ``release_plan`` ini key) names a plan: an ordinary pytest run is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import __version__
+from .checks import BUILTIN_KINDS, CheckKind
+from .items import BLOCKED, DEADLINE, CheckItem, PlanFile
+from .plan import DEFAULT_EVIDENCE, Plan, load_plan
+from .problems import PlanError
+from .runstate import Record, RunState
+from .secrets import redact
+from .units import format_duration
+
+#: Added to the budget left before pytest-timeout stops a check: the check's own socket and
+#: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.
+GRACE = 1.0
+STATE_KEY = "pytest_release_state_dir"
+
+
+@dataclass
+class Settings:
+    """The options in force; each flag has an ini key, and the flag wins."""
+
+    plan: Path
+    stages: tuple[str, ...] | None
+    evidence_dir: Path
+
+
+@dataclass
+class Session:
+    settings: Settings
+    plan: Plan
+    kinds: dict[str, CheckKind]
+    state: RunState
+    owns_state: bool
+    items: list[CheckItem]
+
+
+SESSION = pytest.StashKey[Session]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("release", "release validation (pytest-release)")
+    group.addoption("--release-plan", metavar="PATH", help="run the gates of this release plan (YAML). "
+                    "ini: release_plan")
+    group.addoption("--release-stage", metavar="NAME", action="append",
+                    help="run only this stage; repeat for several. ini: release_stages")
+    group.addoption("--release-evidence-dir", metavar="DIR",
+                    help="where evidence goes (default: the plan's release.evidence, else "
+                         f"{DEFAULT_EVIDENCE}). ini: release_evidence_dir")
+    parser.addini("release_plan", "the release plan to run (see --release-plan)")
+    parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
+    parser.addini("release_evidence_dir", "evidence directory (see --release-evidence-dir)")
+
+
+def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Settings | None:
+    """The one place where flag and ini key are weighed: the flag first, then the ini key."""
+    plan_value = config.getoption("release_plan") or config.getini("release_plan")
+    if not plan_value:
+        return None
+    stages = config.getoption("release_stage") or config.getini("release_stages") or None
+    evidence = (config.getoption("release_evidence_dir") or config.getini("release_evidence_dir")
+                or (plan.evidence if plan else None) or DEFAULT_EVIDENCE)
+    invocation = config.invocation_params.dir
+    return Settings(plan=(invocation / plan_value).resolve(), stages=tuple(stages) if stages else None,
+                    evidence_dir=(invocation / evidence).resolve())
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return str(path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    settings = resolve_settings(config)
+    if settings is None:
+        return
+    kinds = dict(BUILTIN_KINDS)
+    try:
+        plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir))
+    except PlanError as exc:
+        raise pytest.UsageError(f"the release plan has {len(exc.problems)} problem(s):\n{exc}") from None
+    names = [s.name for s in plan.stages]
+    unknown = [s for s in settings.stages or () if s not in names]
+    if unknown:
+        raise pytest.UsageError(f"--release-stage {', '.join(unknown)}: no such stage in {plan.display}; "
+                                f"stages: {', '.join(names)}")
+    settings = resolve_settings(config, plan)
+    assert settings is not None
+    for stage in plan.stages:
+        config.addinivalue_line("markers", f"{stage.name}: checks of release stage {stage.name}")
+    for gate in plan.gates:
+        config.addinivalue_line("markers", f"{gate.name}: checks of validation gate {gate.name}")
+    for kind in kinds.values():
+        config.addinivalue_line("markers", f"{kind.name}: {kind.description}")
+
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None:
+        state = RunState(Path(worker_input[STATE_KEY]), wait_for_others=True)
+        owns = False
+    else:
+        state = RunState(Path(tempfile.mkdtemp(prefix="pytest-release-")), wait_for_others=False)
+        owns = True
+        _default_reports(config, settings)
+    config.stash[SESSION] = Session(settings, plan, kinds, state, owns, [])
+    # The plan is what this run is about: without explicit paths, collect only the plan.
+    plan_arg = str(settings.plan)
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [plan_arg]
+    elif not any(Path(config.invocation_params.dir, a.split("::")[0]).resolve() == settings.plan
+                 for a in config.args):
+        config.args.append(plan_arg)
+
+
+def _default_reports(config: pytest.Config, settings: Settings) -> None:
+    """JUnit XML and a self-contained HTML report go to the evidence directory unless asked elsewhere."""
+    reports = settings.evidence_dir / "reports"
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(reports / "junit.xml")
+    if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
+        config.option.htmlpath = str(reports / "report.html")
+        config.option.self_contained_html = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist (controller): hand the run's record directory to each worker."""
+    session = node.config.stash.get(SESSION, None)
+    if session is not None:
+        node.workerinput[STATE_KEY] = str(session.state.directory)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION, None)
+    if session is not None and session.owns_state:
+        shutil.rmtree(session.state.directory, ignore_errors=True)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PlanFile | None:
+    session = parent.config.stash.get(SESSION, None)
+    if session is None or file_path.resolve() != session.settings.plan:
+        return None
+    node = PlanFile.from_parent(parent, path=file_path)
+    node.plan, node.kinds, node.stage_names = session.plan, session.kinds, session.settings.stages
+    return node
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    release = session.config.stash.get(SESSION, None)
+    if release is not None:
+        release.items = [i for i in session.items if isinstance(i, CheckItem)]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    session = config.stash.get(SESSION, None)
+    if session is None:
+        return None
+    plan = session.plan
+    stages = ", ".join(session.settings.stages or [s.name for s in plan.stages])
+    lines = [f"pytest-release {__version__}: {plan.name} {plan.version} from {plan.display} "
+             f"(sha256 {plan.sha256[:12]}), stages: {stages}",
+             f"evidence: {session.settings.evidence_dir}"]
+    if plan.not_acted_on:
+        lines.append(f"pytest-release: {len(plan.not_acted_on)} part(s) of the plan are validated but not "
+                     "acted on by this version (listed in the summary)")
+    return lines
+
+
+# -- running a check ----------------------------------------------------------------------------
+
+
+def _blocked_reason(release: Session, item: CheckItem) -> str | None:
+    """Why ``item`` must not run: a required gate of an earlier stage failed (or never finished)."""
+    earlier = [i for i in release.items if i.stage.index < item.stage.index]
+    if not earlier:
+        return None
+    max_wait = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values()) * len(release.plan.stages)
+    failure, pending = release.state.earlier_failure(item.stage.name, [i.nodeid for i in earlier], max_wait)
+    if failure is not None:
+        return (f"stage {item.stage.name} not run: required gate {failure.stage}::{failure.gate} failed "
+                f"({failure.nodeid.rpartition('::')[2]}: {failure.summary})")
+    if pending:
+        return (f"stage {item.stage.name} not run: {len(pending)} check(s) of earlier stages never finished "
+                f"(first: {pending[0]})")
+    return None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    release = item.config.stash.get(SESSION, None)
+    if release is not None and isinstance(item, CheckItem):
+        reason = _blocked_reason(release, item)
+        if reason:
+            item.stash[BLOCKED] = redact(reason, release.plan.secrets)
+        deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
+        item.stash[DEADLINE] = deadline
+        if hasattr(signal, "SIGALRM"):
+            import time
+
+            left = max(deadline - time.monotonic(), 0.0)
+            item.add_marker(pytest.mark.timeout(left + GRACE, method="signal"))
+    return (yield)
+
+
+VERDICT = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if not isinstance(item, CheckItem):
+        return report
+    release = item.config.stash[SESSION]
+    verdict = item.stash.get(VERDICT, "passed")
+    if report.failed and not item.gate.required:
+        # A gate with required: false warns: shown everywhere, never in the exit code.
+        report.outcome = "skipped"
+        report.wasxfail = f"warning (gate {item.gate_id} is not required): {_first_line(report)}"
+        verdict = "warning"
+    elif report.failed:
+        verdict = "failed"
+    elif report.skipped and verdict == "passed":
+        verdict = "skipped"
+    item.stash[VERDICT] = verdict
+    report.user_properties = [p for p in report.user_properties if p[0] != "release_verdict"]
+    report.user_properties.append(("release_verdict", verdict))
+    if call.when == "teardown":
+        release.state.record(Record(item.nodeid, item.stage.name, item.gate.name, verdict,
+                                    _summary(item, report)))
+    return report
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    text = report.longreprtext.strip()
+    return text.splitlines()[0] if text else "failed"
+
+
+def _summary(item: CheckItem, report: pytest.TestReport) -> str:
+    for name, value in item.user_properties:
+        if name == "summary":
+            return str(value)
+    return "see the report"
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    if getattr(report, "wasxfail", "").startswith("warning (gate "):
+        return "warned", "W", "WARNING"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    release = config.stash.get(SESSION, None)
+    if release is None:
+        return
+    tr = terminalreporter
+    plan = release.plan
+    warned = tr.stats.get("warned", [])
+    failed = [r for r in tr.stats.get("failed", []) if _prop(r, "release_stage")]
+    skipped = [r for r in tr.stats.get("skipped", []) if _prop(r, "release_stage")]
+    not_checked = [r for r in skipped if _skip_reason(r).startswith("not checked")]
+    blocked = [r for r in skipped if " not run: " in _skip_reason(r)]
+    tr.section("pytest-release", sep="=")
+    if failed:
+        gates = sorted({f"{_prop(r, 'release_stage')}::{_prop(r, 'release_gate')}" for r in failed})
+        tr.write_line(f"{plan.name} {plan.version}: required gate(s) failed: {', '.join(gates)}", red=True,
+                      bold=True)
+    elif tr.stats.get("error"):
+        tr.write_line(f"{plan.name} {plan.version}: errors stopped the run", red=True, bold=True)
+    else:
+        tr.write_line(f"{plan.name} {plan.version}: every required gate that ran passed", green=True, bold=True)
+    for report in failed:
+        tr.write_line(f"FAILED   {report.nodeid}: {_prop(report, 'summary') or _first_line(report)}")
+    for report in warned:
+        tr.write_line(f"WARNING  {report.nodeid}: {report.wasxfail}", yellow=True)
+    stages_blocked: dict[str, str] = {}
+    for report in blocked:
+        stages_blocked.setdefault(_prop(report, "release_stage"), _skip_reason(report))
+    for reason in stages_blocked.values():
+        tr.write_line(f"SKIPPED  {reason}", yellow=True)
+    if not_checked:
+        tr.write_line(f"NOT CHECKED ({len(not_checked)} item(s); they did not count towards any gate):",
+                      yellow=True)
+        for reason, count in _count(_skip_reason(r) for r in not_checked):
+            tr.write_line(f"  {count} x {reason}")
+    if plan.not_acted_on:
+        tr.write_line("NOT ACTED ON by this version (validated only):", yellow=True)
+        for note in plan.not_acted_on:
+            tr.write_line(f"  {note}")
+    xml = getattr(config.option, "xmlpath", None)
+    html = getattr(config.option, "htmlpath", None)
+    for label, path in (("JUnit XML", xml), ("HTML report", html)):
+        if path:
+            tr.write_line(f"{label}: {path}")
+
+
+def _prop(report: pytest.TestReport, name: str) -> str:
+    for key, value in report.user_properties:
+        if key == name:
+            return str(value)
+    return ""
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _count(values: Iterator[str]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return list(counts.items())

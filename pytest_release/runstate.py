@@ -1,0 +1,100 @@
+"""What one run knows across processes: gate budgets, verdicts, and the order of stages.
+
+Stages run in order and a failed required gate stops later stages. Under pytest-xdist the
+checks of one stage run on several workers at once, so each finished check leaves a small
+record file in a directory the controller creates and hands to every worker; a check of a
+later stage first waits until every selected check of the earlier stages has a record, then
+reads whether a required gate failed. Without xdist, the same records are written and read,
+and nothing has to wait: items run in plan order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Record", "RunState"]
+
+POLL = 0.05
+SLACK = 60.0
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished check: where it ran and its verdict (passed, failed, warning, skipped)."""
+
+    nodeid: str
+    stage: str
+    gate: str
+    verdict: str
+    summary: str
+
+
+class RunState:
+    """Gate clocks of this process and the record directory shared with the other processes."""
+
+    def __init__(self, directory: Path, *, wait_for_others: bool) -> None:
+        self.directory = directory
+        self.wait_for_others = wait_for_others
+        self._records: dict[str, Record] = {}
+        self._gate_started: dict[tuple[str, str], float] = {}
+        self._stage_verdicts: dict[str, tuple[Record | None, list[str]]] = {}
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    def deadline(self, stage: str, gate: str, budget: float) -> float:
+        """The monotonic time the gate's budget ends; its clock starts with its first check here."""
+        started = self._gate_started.setdefault((stage, gate), time.monotonic())
+        return started + budget
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _file(self, nodeid: str) -> Path:
+        return self.directory / (hashlib.sha1(nodeid.encode()).hexdigest() + ".json")
+
+    def record(self, record: Record) -> None:
+        """Write ``record`` atomically, so a reader never sees half of it."""
+        self._records[record.nodeid] = record
+        final = self._file(record.nodeid)
+        temp = final.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(record.__dict__), "utf-8")
+        os.replace(temp, final)
+
+    def _read(self, nodeid: str) -> Record | None:
+        if nodeid not in self._records:
+            try:
+                data = json.loads(self._file(nodeid).read_text("utf-8"))
+            except (OSError, ValueError):
+                return None
+            self._records[nodeid] = Record(**data)
+        return self._records[nodeid]
+
+    def earlier_failure(self, stage: str, earlier: Sequence[str],
+                        max_wait: float) -> tuple[Record | None, list[str]]:
+        """The first failed required check among ``earlier`` (the checks of the stages before
+        ``stage``), and those of them that never finished; worked out once per stage.
+
+        Under xdist this waits (up to ``max_wait`` seconds) for the other workers to finish them.
+        """
+        if stage not in self._stage_verdicts:
+            self._stage_verdicts[stage] = self._earlier_failure(earlier, max_wait)
+        return self._stage_verdicts[stage]
+
+    def _earlier_failure(self, earlier: Sequence[str], max_wait: float) -> tuple[Record | None, list[str]]:
+        pending = list(earlier)
+        give_up = time.monotonic() + (max_wait + SLACK if self.wait_for_others else 0)
+        while True:
+            pending = [n for n in pending if self._read(n) is None]
+            if not pending or time.monotonic() >= give_up:
+                break
+            time.sleep(POLL)
+        for nodeid in earlier:
+            record = self._records.get(nodeid)
+            if record is not None and record.verdict == "failed":
+                return record, pending
+        return None, pending

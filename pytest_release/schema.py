@@ -1,0 +1,146 @@
+"""The JSON Schema (2020-12) of a release plan.
+
+The plan's six sections are the source document's YAML blocks; ``release`` and ``targets``
+stand beside them. Check parameters come from the check kinds (built in and plugged in), so
+``plan_schema(kinds)`` is the schema a plan is validated against and the one
+``python -m pytest_release schema`` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .checks.base import CheckKind
+from .units import DURATION_SCHEMA, THRESHOLD_SCHEMA
+
+__all__ = ["NAME_PATTERN", "plan_schema"]
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+
+duration = DURATION_SCHEMA
+threshold = THRESHOLD_SCHEMA
+name: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN,
+                        "description": "a name: letters, digits, _ . - (not starting with a digit)"}
+names: dict[str, Any] = {"type": "array", "items": name}
+
+
+def _obj(properties: Mapping[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": dict(properties), "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+def _list_of(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+def _named_or_mapping(description: str) -> dict[str, Any]:
+    """A bare name, or a one-key mapping of name to parameters (rollback steps, workflow steps)."""
+    return {
+        "if": {"type": "string"},
+        "then": name,
+        "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                 "propertyNames": name,
+                 "additionalProperties": {"type": ["object", "null"]}},
+        "description": description,
+    }
+
+
+def check_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
+    """A check: a bare kind name, or a one-key mapping of kind to its parameters."""
+    names_ = sorted(kinds)
+    return {
+        "description": "a check: a kind name (health) or a one-key mapping of kind to parameters",
+        "if": {"type": "string"},
+        "then": {"enum": names_, "description": "a check kind"},
+        "else": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "propertyNames": {"enum": names_, "description": "a check kind"},
+            "properties": {k: _nullable(kinds[k].params) for k in names_},
+        },
+    }
+
+
+def _nullable(params: Mapping[str, Any]) -> dict[str, Any]:
+    schema = dict(params)
+    schema["type"] = ["object", "null"]
+    return schema
+
+
+def plan_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
+    """The whole plan's schema, with the parameters of ``kinds``."""
+    target = _obj(
+        {
+            "url": {"type": "string", "pattern": r"^https?://",
+                    "description": "a service's base URL (http:// or https://)"},
+            "health": {"type": "string", "pattern": "^/", "description": "the service's health path, e.g. /healthz"},
+            "tcp": {"type": "string", "pattern": r"^[^:\s]+:[0-9]{1,5}$", "description": "host:port"},
+            "verify_tls": {"type": "boolean"},
+            "ca": {"type": "string", "description": "a CA bundle (PEM) to verify the service's certificate"},
+            "sqlite": {"type": "string", "description": "the path of a SQLite database"},
+            "dsn": {"type": "string", "description": "a PostgreSQL connection string"},
+            "files": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                      "description": "glob patterns of config files"},
+            "schema": {"type": "string", "description": "a JSON Schema file the config files must match"},
+            "manifest": {"type": "string", "description": "a checksum manifest in sha256sum format"},
+            "description": {"type": "string"},
+        },
+        description="a target: exactly one of url, tcp, sqlite, dsn, files, manifest",
+    )
+    stage = _obj({"name": name, "validation": {"type": "boolean"}, "rollback": {"type": "boolean"},
+                  "monitoring": {"type": "boolean"}}, ("name",))
+    strategy_gate = _obj({"name": {"enum": ["validation_gate", "rollback_gate", "monitoring_gate"],
+                                   "description": "a strategy gate"},
+                          "required": {"type": "boolean"}, "timeout": duration}, ("name",))
+    trigger = _obj({"name": name, "action": {"enum": ["rollback", "notify"], "description": "a trigger action"}, "timeout": duration,
+                    "procedures": names}, ("name",))
+    procedure = _obj({"name": name, "steps": _list_of(_named_or_mapping("a rollback step")),
+                      "timeout": duration}, ("name", "steps"))
+    gate = _obj(
+        {
+            "name": name,
+            "checks": {**_list_of(check_schema(kinds)), "minItems": 1},
+            "timeout": duration,
+            "required": {"type": "boolean"},
+            "targets": names,
+            "stages": names,
+            "description": {"type": "string"},
+        },
+        ("name", "checks"),
+    )
+    validation_metric = _obj({"name": name, "threshold": threshold, "window": duration, "gates": names},
+                             ("name",))
+    monitoring_metric = _obj({"name": name, "interval": duration, "threshold": threshold,
+                              "window": duration, "source": {"type": "object"}}, ("name",))
+    alert = _obj({"name": name, "threshold": threshold, "window": duration, "metric": name}, ("name",))
+    analytics_entry = _obj({"name": name, "interval": duration, "retention": duration}, ("name",))
+    task = _obj({"name": name, "interval": duration, "timeout": duration}, ("name",))
+    workflow = _obj({"name": name, "steps": _list_of(_named_or_mapping("a workflow step")),
+                     "timeout": duration}, ("name", "steps"))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://pytest-release.invalid/plan.schema.json",
+        "title": "pytest-release plan",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["strategy"],
+        "properties": {
+            "release": _obj({"name": {"type": "string"}, "version": {"type": ["string", "number"]},
+                             "evidence": {"type": "string"}, "description": {"type": "string"}}),
+            "targets": {"type": "object", "propertyNames": name, "additionalProperties": target},
+            "strategy": _obj({"stages": {**_list_of(stage), "minItems": 1},
+                              "gates": _list_of(strategy_gate)}, ("stages",)),
+            "rollback": _obj({"triggers": _list_of(trigger), "procedures": _list_of(procedure),
+                              "actions": {"type": "object"}}),
+            "validation": _obj({"gates": _list_of(gate), "metrics": _list_of(validation_metric)}),
+            "monitoring": _obj({"metrics": _list_of(monitoring_metric), "alerts": _list_of(alert)}),
+            "analytics": _obj({"metrics": _list_of(analytics_entry), "analysis": _list_of(analytics_entry),
+                               "store": {"type": "string"}}),
+            "automation": _obj({"tasks": _list_of(task), "workflows": _list_of(workflow)}),
+        },
+    }

@@ -1,0 +1,209 @@
+"""Safe YAML loading that remembers where every value came from.
+
+The plan is composed with PyYAML's ``SafeLoader`` into a node graph, then built into plain
+Python data by hand so that
+
+* every value's and every mapping key's position is kept (for ``file:line:col`` messages),
+* duplicate keys are problems, not silent overwrites,
+* only plain-data tags are accepted (no tag builds an object),
+* alias expansion is bounded (an "alias bomb" stops with a problem, not an exhausted machine),
+* ``${env:NAME}`` in a string takes its value from the environment and marks it secret.
+
+The same loader reads YAML config files for the ``syntax`` check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from .problems import Problem, format_path
+
+__all__ = ["Document", "Mark", "load_yaml_text", "read_text"]
+
+MAX_NODES = 100_000
+MAX_BYTES = 8 * 1024 * 1024
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:" + name
+    for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+}
+_ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based position in a file."""
+
+    line: int
+    col: int
+
+
+@dataclass
+class Document:
+    """Plain data loaded from YAML, with the position of every value and key."""
+
+    file: str
+    data: object = None
+    marks: dict[tuple[object, ...], Mark] = field(default_factory=dict)
+    key_marks: dict[tuple[object, ...], Mark] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+
+    def mark(self, path: tuple[object, ...], *, key: bool = False) -> Mark:
+        """Where ``path`` is written (its key when ``key``); the nearest enclosing value else."""
+        table = self.key_marks if key else self.marks
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.marks:
+                return self.marks[probe]
+            probe = probe[:-1]
+        return self.marks.get((), Mark(1, 1))
+
+    def problem(self, path: tuple[object, ...], message: str, *, key: bool = False) -> Problem:
+        mark = self.mark(path, key=key)
+        return Problem(self.file, mark.line, mark.col, format_path(path), message)
+
+    def add(self, path: tuple[object, ...], message: str, *, key: bool = False) -> None:
+        self.problems.append(self.problem(path, message, key=key))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def read_text(path: str | os.PathLike[str], display: str) -> tuple[str | None, list[Problem]]:
+    """The file's text as UTF-8, or the problems that stop it being read."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        return None, [Problem(display, 1, 1, "(file)", f"cannot read: {exc.strerror or exc}")]
+    if len(raw) > MAX_BYTES:
+        return None, [Problem(display, 1, 1, "(file)", f"larger than {MAX_BYTES} bytes")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        return None, [
+            Problem(display, line, col, "(file)", f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded")
+        ]
+    return text.removeprefix("\ufeff"), []
+
+
+def load_yaml_text(
+    text: str,
+    display: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    substitute_env: bool = True,
+    max_nodes: int = MAX_NODES,
+) -> Document:
+    """Build a :class:`Document` from YAML text; problems are collected, never raised."""
+    doc = Document(display)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        doc.problems.append(Problem(display, line, col, "(yaml)", message or "invalid YAML"))
+        return doc
+    except yaml.YAMLError as exc:
+        doc.problems.append(Problem(display, 1, 1, "(yaml)", str(exc)))
+        return doc
+    finally:
+        loader.dispose()
+    if node is None:
+        doc.problems.append(Problem(display, 1, 1, "(plan)", "the file is empty"))
+        return doc
+    builder = _Builder(doc, loader, os.environ if env is None else env, substitute_env, max_nodes)
+    try:
+        doc.data = builder.build(node, ())
+    except _TooLarge:
+        doc.problems.append(
+            Problem(display, node.start_mark.line + 1, node.start_mark.column + 1, "(yaml)",
+                    f"more than {max_nodes} values after alias expansion (an alias bomb?); refusing to load")
+        )
+        doc.data = None
+    return doc
+
+
+class _Builder:
+    def __init__(self, doc: Document, loader: yaml.SafeLoader, env: Mapping[str, str],
+                 substitute_env: bool, max_nodes: int) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.env = env
+        self.substitute_env = substitute_env
+        self.budget = max_nodes
+
+    def _mark(self, node: yaml.Node) -> Mark:
+        return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node: yaml.Node, path: tuple[object, ...]) -> object:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge
+        self.doc.marks.setdefault(path, self._mark(node))
+        if node.tag not in _PLAIN_TAGS:
+            self.doc.add(path, f"tag {node.tag!r} is not allowed: a plan holds plain data only")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        if node.tag.endswith(":timestamp"):
+            return str(node.value)
+        value = self.loader.construct_object(node)
+        if isinstance(value, str) and self.substitute_env:
+            value = self._env(value, path)
+        return value
+
+    def _mapping(self, node: yaml.MappingNode, path: tuple[object, ...]) -> dict[object, object]:
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            self.doc.add(path, str(exc.problem))
+            return {}
+        result: dict[object, object] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+                self.doc.problems.append(Problem(self.doc.file, *self._pos(key_node), format_path(path),
+                                                 "a key must be a plain scalar"))
+                continue
+            key = self.loader.construct_object(key_node)
+            if key in result:
+                first = self.doc.key_marks[path + (key,)]
+                self.doc.problems.append(Problem(self.doc.file, *self._pos(key_node), format_path(path + (key,)),
+                                                 f"duplicate key {key!r} (first at line {first.line})"))
+                continue
+            self.doc.key_marks[path + (key,)] = self._mark(key_node)
+            result[key] = self.build(value_node, path + (key,))
+        return result
+
+    def _pos(self, node: yaml.Node) -> tuple[int, int]:
+        mark = self._mark(node)
+        return mark.line, mark.col
+
+    def _env(self, value: str, path: tuple[object, ...]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                self.doc.add(path, f"environment variable {name} is not set (${{env:{name}}})")
+                return ""
+            secret = self.env[name]
+            if secret:
+                self.doc.secrets.add(secret)
+            return secret
+
+        return _ENV_RE.sub(substitute, value)
