@@ -1,0 +1,73 @@
+"""Fixtures: real server processes on 127.0.0.1, and plans written into pytester's directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def _start(mode: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "servers.py"), mode], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+@pytest.fixture(scope="session")
+def server_factory() -> Iterator[Callable[[str], int]]:
+    """Start a server of a mode from ``servers.py`` (once per mode and session); its port."""
+    started: dict[str, tuple[subprocess.Popen[str], int]] = {}
+
+    def get(mode: str) -> int:
+        if mode not in started:
+            started[mode] = _start(mode)
+        return started[mode][1]
+
+    yield get
+    for proc, _ in started.values():
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def http_url(server_factory: Callable[[str], int]) -> str:
+    return f"http://127.0.0.1:{server_factory('http')}"
+
+
+@pytest.fixture
+def hang_url(server_factory: Callable[[str], int]) -> str:
+    return f"http://127.0.0.1:{server_factory('hang')}"
+
+
+@pytest.fixture
+def trickle_url(server_factory: Callable[[str], int]) -> str:
+    return f"http://127.0.0.1:{server_factory('trickle')}"
+
+
+@pytest.fixture
+def write_plan(pytester: pytest.Pytester) -> Callable[..., Path]:
+    """Write a plan (dedented YAML) into the pytester directory; its path."""
+
+    def write(text: str, name: str = "release-plan.yaml") -> Path:
+        path = pytester.path / name
+        path.write_text(textwrap.dedent(text), "utf-8")
+        return path
+
+    return write
+
+
+def plan_with(gates: str, targets: str = "", stages: str = "[{name: pre_release}]", timeout: str = "10") -> str:
+    """A small plan: the given validation gates (YAML list items) and targets (YAML mapping lines)."""
+    return (
+        "release: {name: shop, version: 1.0.0}\n"
+        f"targets:\n{textwrap.indent(textwrap.dedent(targets), '  ') if targets.strip() else '  {}'}\n"
+        f"strategy:\n  stages: {stages}\n  gates:\n    - {{name: validation_gate, timeout: {timeout}}}\n"
+        f"validation:\n  gates:\n{textwrap.indent(textwrap.dedent(gates), '    ')}\n"
+    )
