@@ -240,6 +240,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         verdict = "failed"
     elif report.skipped and verdict == "passed":
         verdict = "skipped"
+        if isinstance(report.longrepr, tuple):
+            # A skip speaks of the plan line of the check, not of the plugin's code.
+            path, line, _ = item.reportinfo()
+            report.longrepr = (item.plan.display, (line or 0) + 1, report.longrepr[2])
     item.stash[VERDICT] = verdict
     report.user_properties = [p for p in report.user_properties if p[0] != "release_verdict"]
     report.user_properties.append(("release_verdict", verdict))

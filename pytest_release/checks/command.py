@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -56,7 +57,7 @@ def _tail(text: str) -> str:
 def run(ctx: CheckContext) -> CheckResult:
     params = ctx.params
     argv = list(params["argv"]) if "argv" in params else ["/bin/sh", "-c", params["shell"]]
-    shown = " ".join(argv) if "argv" in params else f"sh -c {params['shell']!r}"
+    shown = shlex.join(argv) if "argv" in params else f"sh -c {params['shell']!r}"
     want = int(params.get("exit_code", 0))
     expected: dict[str, Any] = {"exit_code": want}
     if "output" in params:

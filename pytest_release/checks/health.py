@@ -121,7 +121,7 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     if "contains" in params and params["contains"].encode() not in body:
         problems.append(f"body does not contain {params['contains']!r}")
     if problems:
-        snippet = body[:200].decode("utf-8", "replace")
+        snippet = " ".join(body[:300].decode("utf-8", "replace").split())[:200]
         return CheckResult(False, f"GET {url} " + "; ".join(problems), measured, expected,
                            [f"body: {snippet}"] if snippet else [])
     return CheckResult(True, f"GET {url} answered {response.status} in {measured['latency_ms']}ms",

@@ -1,0 +1,244 @@
+"""The plugin in real pytest runs: collection, selection, stages, warnings, budgets, xdist."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import plan_with
+
+PlanWriter = Callable[..., Path]
+
+
+def _normalise(text: str) -> list[str]:
+    """Output lines without timings and the plugin list, to compare two runs."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(("plugins:", "rootdir:", "cachedir:")):
+            continue
+        lines.append(re.sub(r"in [0-9.]+s", "in Xs", line))
+    return lines
+
+
+def test_without_a_plan_nothing_changes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_one():\n    assert 1\n\ndef test_two():\n    assert 0\n")
+    with_plugin = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    without = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:release")
+    assert with_plugin.ret == without.ret == pytest.ExitCode.TESTS_FAILED
+    assert _normalise(with_plugin.stdout.str()) == _normalise(without.stdout.str())
+    assert not any("release" in line.lower() for line in _normalise(with_plugin.stdout.str()))
+    assert not (pytester.path / "evidence").exists()
+
+
+def _two_stage_plan(http_url: str, *, soft_fails: bool = False, hard_fails: bool = False) -> str:
+    soft_status = 201 if soft_fails else 200
+    path = "/fail" if hard_fails else "/healthz"
+    return plan_with(
+        f"""\
+        - name: service_validation
+          checks:
+            - health: {{path: {path}}}
+            - {{health: {{path: /healthz, json: {{status: ok, checks.db: up}}, name: deep}}}}
+        - name: smoke
+          required: false
+          checks: [{{health: {{path: /healthz, status: {soft_status}}}}}]
+        - name: tools
+          checks: [{{command: {{argv: [python, -c, "print('migrated')"], output: migrated, name: migrate}}}}]
+        """,
+        targets=f"api: {{url: '{http_url}', health: /healthz}}",
+        stages="[{name: pre_release}, {name: post_release}]",
+    )
+
+
+def test_collection_node_ids_and_markers(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--collect-only", "-q")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "release-plan.yaml::pre_release::service_validation::health?api?",
+        "release-plan.yaml::pre_release::service_validation::health-deep?api?",
+        "release-plan.yaml::pre_release::smoke::health?api?",
+        "release-plan.yaml::pre_release::tools::command?migrate?",
+        "release-plan.yaml::post_release::service_validation::health?api?",
+        "release-plan.yaml::post_release::service_validation::health-deep?api?",
+        "release-plan.yaml::post_release::smoke::health?api?",
+        "release-plan.yaml::post_release::tools::command?migrate?",
+        "8 tests collected*",
+    ])
+    selected = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--collect-only", "-q",
+                                             "-m", "post_release and health", "-k", "not deep")
+    selected.stdout.fnmatch_lines(["release-plan.yaml::post_release::service_validation::health?api?",
+                                   "release-plan.yaml::post_release::smoke::health?api?",
+                                   "2/8 tests collected (6 deselected)*"])
+
+
+def test_reportinfo_points_at_the_plan_line(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, hard_fails=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-rs",
+                                           "--junitxml", "out.xml", "-o", "junit_family=xunit1")
+    suite = ET.parse(pytester.path / "out.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "health[api]")
+    # the check is written on line 12 of the plan (1-based); JUnit's line is 0-based
+    assert case.get("file") == "release-plan.yaml" and case.get("line") == "11"
+    assert result.ret == 1
+    # skips name the plan line of the check that was skipped, not a line of the plugin
+    result.stdout.fnmatch_lines(["SKIPPED [[]1] release-plan.yaml:12: stage post_release not run*"])
+
+
+def test_all_pass_exit_0_and_properties(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "out.xml")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*shop 1.0.0: every required gate that ran passed*", "*8 passed*"])
+    suite = ET.parse(pytester.path / "out.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "health-deep[api]")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["release_stage"] == "pre_release" and props["release_gate"] == "service_validation"
+    assert props["release_verdict"] == "passed"
+    assert json.loads(props["measured"])["json.checks.db"] == "up"
+    assert json.loads(props["expected"])["json"] == {"status": "ok", "checks.db": "up"}
+
+
+def test_failed_required_gate_skips_later_stages(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                 http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, hard_fails=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-rs")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        f"*GET {http_url}/fail answered 503, expected 200*",
+        "*measured: status=503*",
+        "*expected: status=200*",
+        "*required gate(s) failed: pre_release::service_validation*",
+        "*SKIPPED  stage post_release not run: required gate pre_release::service_validation failed "
+        "(health?api?: GET*/fail answered 503, expected 200)*",
+        "*1 failed, 3 passed, 4 skipped*",
+    ])
+
+
+def test_gate_not_required_warns_without_failing(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                 http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, soft_fails=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "out.xml")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "*WARNING  release-plan.yaml::pre_release::smoke::health?api?: warning (gate pre_release::smoke is not "
+        "required): GET*/healthz answered 200, expected 201*",
+        "*6 passed, 2 warned*",
+    ])
+    suite = ET.parse(pytester.path / "out.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if c.get("classname", "").endswith("pre_release.smoke"))
+    skipped = case.find("skipped")
+    assert skipped is not None and "answered 200, expected 201" in skipped.get("message", "")
+
+
+def test_last_failed_reruns_only_the_failed_check(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                  http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, hard_fails=True))
+    first = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert first.ret == 1
+    again = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--lf", "-v")
+    again.stdout.fnmatch_lines(["*pre_release::service_validation::health?api? FAILED*", "*1 failed, 7 deselected*"])
+
+
+def test_release_stage_option_and_ini(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, hard_fails=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-stage", "post_release")
+    result.stdout.fnmatch_lines(["*stages: post_release*", "*1 failed, 3 passed*"])
+    pytester.makeini("[pytest]\nrelease_plan = release-plan.yaml\nrelease_stages = post_release\n"
+                     "release_evidence_dir = out/evidence\n")
+    from_ini = pytester.runpytest_subprocess()
+    from_ini.stdout.fnmatch_lines(["*stages: post_release*", "*1 failed, 3 passed*"])
+    assert (pytester.path / "out/evidence/reports/junit.xml").is_file()
+    assert (pytester.path / "out/evidence/reports/report.html").is_file()
+    flag_wins = pytester.runpytest_subprocess("--release-stage", "pre_release")
+    flag_wins.stdout.fnmatch_lines(["*stages: pre_release*"])
+
+
+def test_plan_beside_ordinary_tests(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    """Without paths only the plan runs; with paths, the plan runs beside them."""
+    write_plan(_two_stage_plan(http_url))
+    pytester.makepyfile(test_unit="def test_unit():\n    pass\n")
+    alone = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    alone.stdout.fnmatch_lines(["*8 passed*"])
+    both = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "test_unit.py")
+    both.stdout.fnmatch_lines(["*9 passed*"])
+
+
+def test_xdist_gives_the_same_verdicts(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_two_stage_plan(http_url, hard_fails=True, soft_fails=True))
+    serial = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "serial.xml")
+    parallel = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-n", "2",
+                                             "--junitxml", "parallel.xml")
+    assert serial.ret == parallel.ret == 1
+
+    def verdicts(name: str) -> dict[str, str]:
+        suite = ET.parse(pytester.path / name).getroot()
+        return {f"{c.get('classname')}.{c.get('name')}":
+                next(p.get("value") for p in c.iter("property") if p.get("name") == "release_verdict")
+                for c in suite.iter("testcase")}
+
+    assert verdicts("serial.xml") == verdicts("parallel.xml")
+    assert sorted(verdicts("serial.xml").values()) == ["failed", "passed", "passed", "skipped", "skipped",
+                                                      "skipped", "skipped", "warning"]
+    parallel.stdout.fnmatch_lines(["*SKIPPED  stage post_release not run: required gate "
+                                   "pre_release::service_validation failed*"])
+
+
+def test_hanging_check_fails_within_budget_and_the_run_goes_on(
+        pytester: pytest.Pytester, write_plan: PlanWriter, hang_url: str, http_url: str) -> None:
+    write_plan(plan_with(
+        """\
+        - name: service_validation
+          targets: [stuck]
+          checks: [health]
+        - name: after
+          targets: [api]
+          checks: [{health: {path: /healthz}}]
+        """,
+        targets=f"stuck: {{url: '{hang_url}'}}\napi: {{url: '{http_url}'}}",
+        timeout="2",
+    ))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--durations=0")
+    took = time.monotonic() - started
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        f"*GET {hang_url}/ gave no answer within 2*s (the 2s budget of gate pre_release::service_validation ran out)*",
+        "*1 failed, 1 passed*",
+    ])
+    durations = [float(m.group(1)) for m in re.finditer(r"^([0-9.]+)s call .*health\[stuck\]", result.stdout.str(),
+                                                        re.MULTILINE)]
+    assert durations and durations[0] < 2 + 2, result.stdout.str()
+    assert took < 20
+
+
+def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
+        pytester: pytest.Pytester, write_plan: PlanWriter, trickle_url: str, http_url: str) -> None:
+    """A server that trickles a byte every 0.2 s defeats per-read socket timeouts; the gate's
+    budget (pytest-timeout's signal method) still stops the check, and the run goes on."""
+    write_plan(plan_with(
+        """\
+        - name: service_validation
+          targets: [slowloris]
+          checks: [health]
+        - name: after
+          targets: [api]
+          checks: [{health: {path: /healthz}}]
+        """,
+        targets=f"slowloris: {{url: '{trickle_url}'}}\napi: {{url: '{http_url}'}}",
+        timeout="1500ms",
+    ))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert time.monotonic() - started < 20
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*health[[]slowloris] did not finish within the 1.5s budget of gate pre_release::service_validation*",
+        "*1 failed, 1 passed*",
+    ])
