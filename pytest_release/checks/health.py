@@ -88,6 +88,9 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     try:
         response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining),
                                 retries=False, redirect=False)
+    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
+        return CheckResult(False, f"GET {url} failed: cannot connect: {_reason(exc)}",
+                           {"error": f"cannot connect: {_reason(exc)}"}, expected)
     except (urllib3.exceptions.TimeoutError, socket.timeout):
         waited = time.monotonic() - started
         return CheckResult(False, f"GET {url} gave no answer within {format_duration(round(waited, 2))} "
@@ -126,6 +129,12 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
                            [f"body: {snippet}"] if snippet else [])
     return CheckResult(True, f"GET {url} answered {response.status} in {measured['latency_ms']}ms",
                        measured, expected)
+
+
+def _reason(exc: Exception) -> str:
+    """The OS's words for a failed connection, without urllib3's object reprs."""
+    text = str(exc)
+    return text.rpartition("Failed to establish a new connection: ")[2] or text
 
 
 def _ca(ctx: CheckContext) -> str | None:

@@ -88,8 +88,10 @@ def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None,
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=display)
+    except configparser.MissingSectionHeaderError as exc:
+        return None, None, [f"{display}:{exc.lineno}:1: no [section] header before {exc.line.strip()!r}"]
     except configparser.ParsingError as exc:
-        return None, None, [f"{display}:{line}:1: cannot parse {content!r}" for line, content in exc.errors]
+        return None, None, [f"{display}:{line}:1: cannot parse {content.strip()!r}" for line, content in exc.errors]
     except configparser.Error as exc:
         line = getattr(exc, "lineno", 1) or 1
         return None, None, [f"{display}:{line}:1: {exc.message}"]
