@@ -242,3 +242,54 @@ def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
         "*health[[]slowloris] did not finish within the 1.5s budget of gate pre_release::service_validation*",
         "*1 failed, 1 passed*",
     ])
+
+
+def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_url: str) -> None:
+    """The source document's six blocks, verbatim, plus targets: a service, a SQLite file, config files."""
+    import sqlite3
+
+    seed = (Path(__file__).parent / "data" / "seed-sections.yaml").read_text("utf-8")
+    targets = (f"release: {{name: shop, version: 1.0.0}}\ntargets:\n  api: {{url: '{http_url}', health: /healthz}}\n"
+               "  db: {sqlite: var/app.db}\n  conf: {files: ['config/*.yaml', 'config/*.json']}\n")
+    (pytester.path / "release-plan.yaml").write_text(targets + seed, "utf-8")
+    (pytester.path / "config").mkdir()
+    (pytester.path / "config" / "app.yaml").write_text("service: {name: shop, port: 8080}\n")
+    (pytester.path / "config" / "features.json").write_text('{"checkout": true}\n')
+    (pytester.path / "var").mkdir()
+    sqlite3.connect(pytester.path / "var" / "app.db").execute("CREATE TABLE t(x)").connection.commit()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*release-plan.yaml::pre_release::service_validation::health?api? PASSED*",
+        "*release-plan.yaml::pre_release::data_validation::integrity?db? PASSED*",
+        "*release-plan.yaml::pre_release::config_validation::syntax?conf? PASSED*",
+        "*release-plan.yaml::post_release::config_validation::syntax?conf? PASSED*",
+    ])
+    out = result.stdout.str()
+    # What this version does not run is said plainly, never silently ignored.
+    assert "NOT CHECKED" in out and "check kind 'security' is not run by this version" in out
+    assert "NOT ACTED ON by this version" in out
+    for section in ("rollback.triggers", "rollback.procedures", "validation.metrics", "monitoring.metrics",
+                    "monitoring.alerts", "analytics.metrics", "analytics.analysis", "automation.tasks",
+                    "automation.workflows", "rollback_gate", "monitoring_gate"):
+        assert section in out
+    result.stdout.fnmatch_lines(["*9 passed, 39 skipped*"])
+
+
+def test_schema_command_prints_a_2020_12_schema_that_accepts_the_seed(pytester: pytest.Pytester) -> None:
+    import subprocess
+    import sys
+
+    import jsonschema
+    import yaml
+
+    out = subprocess.run([sys.executable, "-m", "pytest_release", "schema"], capture_output=True, text=True,
+                         check=True).stdout
+    schema = json.loads(out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    seed = yaml.safe_load((Path(__file__).parent / "data" / "seed-sections.yaml").read_text("utf-8"))
+    seed["targets"] = {"api": {"url": "http://127.0.0.1:8080"}}
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(seed)) == []
+    seed["strategy"]["stagez"] = []
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(seed))
