@@ -89,8 +89,12 @@ class GateNode(pytest.Collector):
                 base = f"{spec.label}[{suffix}]" if suffix else spec.label
                 taken[base] = taken.get(base, 0) + 1
                 name = base if taken[base] == 1 else f"{spec.label}#{taken[base]}" + base[len(spec.label):]
-                yield CheckItem.from_parent(self, name=name, plan=plan, stage=stage_node.stage,
-                                            gate=self.gate, spec=spec, kind=kind, target=target)
+                # The node id is given as a string so that pytest >= 9.2 parses it the same way
+                # as the ids it reads back from reports and the --lf cache ("health[api]" is a name
+                # with a bracketed part there, not a child named "health[api]").
+                yield CheckItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", plan=plan,
+                                            stage=stage_node.stage, gate=self.gate, spec=spec, kind=kind,
+                                            target=target)
 
     def reportinfo(self) -> tuple[str, int, str]:
         return str(self.path), self.gate.mark.line - 1, f"gate {self.gate.name}"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite, set up from nothing: a virtual environment in .venv with the package and its
+# test dependencies from PyPI, then pytest on two workers. Usage: bash tests/run.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+exec .venv/bin/python -m pytest -n 2 "$@"
