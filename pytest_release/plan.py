@@ -92,6 +92,11 @@ class Plan:
     not_acted_on: list[str] = field(default_factory=list)
 
     @property
+    def title(self) -> str:
+        """``name version``, or the name alone when the plan gives no version."""
+        return f"{self.name} {self.version}".strip()
+
+    @property
     def base_dir(self) -> Path:
         """Relative paths in the plan are relative to the plan file's directory."""
         return self.path.parent

@@ -176,7 +176,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     plan = session.plan
     stages = ", ".join(session.settings.stages or [s.name for s in plan.stages])
-    lines = [f"pytest-release {__version__}: {plan.name} {plan.version} from {plan.display} "
+    lines = [f"pytest-release {__version__}: {plan.title} from {plan.display} "
              f"(sha256 {plan.sha256[:12]}), stages: {stages}",
              f"evidence: {session.settings.evidence_dir}"]
     if plan.not_acted_on:
@@ -285,16 +285,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.section("pytest-release", sep="=")
     if failed:
         gates = sorted({f"{_prop(r, 'release_stage')}::{_prop(r, 'release_gate')}" for r in failed})
-        tr.write_line(f"{plan.name} {plan.version}: required gate(s) failed: {', '.join(gates)}", red=True,
+        tr.write_line(f"{plan.title}: required gate(s) failed: {', '.join(gates)}", red=True,
                       bold=True)
     elif tr.stats.get("error"):
-        tr.write_line(f"{plan.name} {plan.version}: errors stopped the run", red=True, bold=True)
+        tr.write_line(f"{plan.title}: errors stopped the run", red=True, bold=True)
     else:
-        tr.write_line(f"{plan.name} {plan.version}: every required gate that ran passed", green=True, bold=True)
+        tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
     for report in failed:
-        tr.write_line(f"FAILED   {report.nodeid}: {_prop(report, 'summary') or _first_line(report)}")
+        tr.write_line(f"FAILED   {config.cwd_relative_nodeid(report.nodeid)}: {_prop(report, 'summary') or _first_line(report)}")
     for report in warned:
-        tr.write_line(f"WARNING  {report.nodeid}: {report.wasxfail}", yellow=True)
+        tr.write_line(f"WARNING  {config.cwd_relative_nodeid(report.nodeid)}: {report.wasxfail}", yellow=True)
     stages_blocked: dict[str, str] = {}
     for report in blocked:
         stages_blocked.setdefault(_prop(report, "release_stage"), _skip_reason(report))

@@ -7,6 +7,5 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test]' >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
 exec .venv/bin/python -m pytest -n 2 "$@"
