@@ -84,7 +84,8 @@ class GateNode(pytest.Collector):
             if kind.judges:
                 pairs = [(t, t.name) for t in plan.targets_for(self.gate, spec, kinds)]
             else:
-                pairs = [(None, command_label(dict(spec.params)) if spec.kind == "command" else "")]
+                label = command_label(dict(spec.params)) if spec.kind == "command" else ""
+                pairs = [(None, redact(label, plan.secrets))]
             for target, suffix in pairs:
                 base = f"{spec.label}[{suffix}]" if suffix else spec.label
                 taken[base] = taken.get(base, 0) + 1

@@ -313,6 +313,13 @@ class _Semantics:
                 if kind is None or not kind.judges:
                     continue
                 judged = [t for t in candidates if _target_kind(t) in kind.judges]
+                params = next(iter(check.values())) if isinstance(check, dict) else None
+                if kind.param_problem and isinstance(params, dict):
+                    for target in judged:
+                        problem = kind.param_problem(params, target)
+                        if problem:
+                            self.doc.add(gpath + ("checks", ci), f"check {kind_name!r}: {problem}")
+                            break
                 if not judged:
                     scope = "the gate's targets" if isinstance(named, list) else "the plan's targets"
                     self.doc.add(gpath + ("checks", ci),

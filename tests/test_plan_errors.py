@@ -130,3 +130,13 @@ def test_secret_does_not_leak_into_plan_errors(pytester: pytest.Pytester, monkey
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "targets.api.url" in result.stderr.str()
     assert "hunter2" not in result.stderr.str() + result.stdout.str()
+
+
+def test_http_parameters_on_a_tcp_target(pytester: pytest.Pytester) -> None:
+    text = (TARGETS.replace('api: {url: "http://127.0.0.1:9"}', 'api: {tcp: "127.0.0.1:9"}') + SEED_STRATEGY
+            + GOOD_GATES.replace("checks: [health]", "checks: [{health: {path: /healthz}}]"))
+    (pytester.path / "release-plan.yaml").write_text(text, "utf-8")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert ("release-plan.yaml:12:16: validation.gates[0].checks[0]: check 'health': path apply to HTTP targets "
+            "(url), not to a TCP target") in result.stderr.str()

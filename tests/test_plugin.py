@@ -293,3 +293,34 @@ def test_schema_command_prints_a_2020_12_schema_that_accepts_the_seed(pytester: 
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(seed)) == []
     seed["strategy"]["stagez"] = []
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(seed))
+
+
+def test_secrets_from_the_environment_reach_no_output(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                      http_url: str) -> None:
+    secret = "s3cr3t-T0ken-4711"
+    write_plan(plan_with(
+        """\
+        - name: service_validation
+          checks:
+            - health: {path: "/fail?key=${env:SHOP_TOKEN}"}
+            - command:
+                argv: [python, -c, "import os; print('token is', os.environ['TOKEN']); raise SystemExit(2)"]
+                env: {TOKEN: "${env:SHOP_TOKEN}"}
+        """,
+        targets=f"api: {{url: '{http_url}'}}",
+    ))
+    import os
+
+    os.environ["SHOP_TOKEN"] = secret
+    try:
+        result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-rA",
+                                               "--junitxml", "mine.xml")
+    finally:
+        del os.environ["SHOP_TOKEN"]
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*GET*/fail?key=*** answered 404*", "*token is ****"])
+    outputs = [result.stdout.str(), result.stderr.str(), (pytester.path / "mine.xml").read_text()]
+    outputs += [p.read_text() for p in (pytester.path / "evidence").rglob("*") if p.is_file()]
+    assert len(outputs) >= 4
+    for text in outputs:
+        assert secret not in text

@@ -93,6 +93,9 @@ class CheckKind:
     run: Callable[[CheckContext], CheckResult] | None
     description: str = ""
     judges_target: Callable[[Target], bool] | None = None
+    #: Given the check's parameters and a target's spec, what is wrong with using them together
+    #: (``None`` when nothing is); reported when the plan loads.
+    param_problem: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None] | None = None
 
     def can_judge(self, target: Target) -> bool:
         if target.kind not in self.judges:

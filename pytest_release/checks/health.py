@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import urllib3
@@ -185,10 +186,22 @@ def run(ctx: CheckContext) -> CheckResult:
     return result
 
 
+HTTP_ONLY = ("path", "status", "json", "contains")
+
+
+def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
+    """HTTP parameters mean nothing to a TCP target: say so rather than ignore them."""
+    used = [p for p in HTTP_ONLY if p in params]
+    if "tcp" in target and used:
+        return f"{', '.join(used)} apply to HTTP targets (url), not to a TCP target"
+    return None
+
+
 HEALTH = CheckKind(
     name="health",
     judges=frozenset({"service"}),
     params=PARAMS,
     run=run,
+    param_problem=param_problem,
     description="HTTP(S) GET of a health path (status, JSON field, body text) or a TCP connect",
 )
