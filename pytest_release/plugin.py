@@ -292,9 +292,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     else:
         tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
     for report in failed:
-        tr.write_line(f"FAILED   {config.cwd_relative_nodeid(report.nodeid)}: {_prop(report, 'summary') or _first_line(report)}")
+        tr.write_line(f"FAILED   {_shown(plan, report)}: {_prop(report, 'summary') or _first_line(report)}")
     for report in warned:
-        tr.write_line(f"WARNING  {config.cwd_relative_nodeid(report.nodeid)}: {report.wasxfail}", yellow=True)
+        tr.write_line(f"WARNING  {_shown(plan, report)}: {report.wasxfail}", yellow=True)
     stages_blocked: dict[str, str] = {}
     for report in blocked:
         stages_blocked.setdefault(_prop(report, "release_stage"), _skip_reason(report))
@@ -314,6 +314,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for label, path in (("JUnit XML", xml), ("HTML report", html)):
         if path:
             tr.write_line(f"{label}: {path}")
+
+
+def _shown(plan: Plan, report: pytest.TestReport) -> str:
+    """A check's node id with the plan path as the user gave it (relative to where pytest runs)."""
+    return f"{plan.display}::{report.nodeid.partition('::')[2]}"
 
 
 def _prop(report: pytest.TestReport, name: str) -> str:
