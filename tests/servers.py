@@ -5,6 +5,7 @@ until killed. Modes:
 
 * ``http``: ``/healthz`` answers 200 ``{"status": "ok", "version": "1.2.3"}``, ``/fail`` 503,
   ``/slow`` after 0.3 s, anything else 404 (keep-alive, Nagle disabled).
+* ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files).
 * ``hang``: accepts connections and never answers.
 * ``trickle``: answers with headers, then one byte of body every 0.2 s, forever.
 """
@@ -69,9 +70,15 @@ def trickle(sock: socket.socket) -> None:
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
-def main(mode: str) -> None:
-    if mode == "http":
+def main(mode: str, *tls: str) -> None:
+    if mode in ("http", "https"):
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if mode == "https":
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls[0], tls[1])
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         print(server.server_address[1], flush=True)
         server.serve_forever()
         return
@@ -83,4 +90,4 @@ def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

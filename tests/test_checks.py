@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,38 @@ def test_health_hang_stops_at_the_budget(hang_url: str, tmp_path: Path) -> None:
     assert not result.passed
     assert time.monotonic() - started < 1.5
     assert "gave no answer" in result.summary and "the 500ms budget of gate pre_release::g ran out" in result.summary
+
+
+@pytest.fixture(scope="module")
+def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real HTTPS server for 127.0.0.1 with a certificate from a CA the test makes; (url, CA file)."""
+    import subprocess
+    import sys
+
+    import trustme
+
+    base = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(base / "server.pem"))
+    ca.cert_pem.write_to_path(str(base / "ca.pem"))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "servers.py"), "https",
+                             str(base / "server.pem"), str(base / "server.pem")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    yield f"https://127.0.0.1:{port}", base / "ca.pem"
+    proc.kill()
+    proc.wait()
+
+
+def test_health_https_verifies_the_certificate(https_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, ca = https_server
+    trusted = run_check("health", {"url": url, "ca": str(ca)}, tmp_path, path="/healthz")
+    assert trusted.passed, trusted.summary
+    untrusted = run_check("health", {"url": url}, tmp_path, path="/healthz")
+    assert not untrusted.passed and "CERTIFICATE_VERIFY_FAILED" in untrusted.summary
+    unverified = run_check("health", {"url": url, "verify_tls": False}, tmp_path, path="/healthz")
+    assert unverified.passed
 
 
 @pytest.fixture
