@@ -22,7 +22,7 @@ from .secrets import redact
 from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
-__all__ = ["CheckSpec", "Gate", "Plan", "Stage", "Target", "load_plan"]
+__all__ = ["CheckSpec", "Gate", "Plan", "Stage", "Target", "load_plan", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE = "evidence/release"
@@ -312,7 +312,7 @@ class _Semantics:
                 kind = self.kinds.get(kind_name) if isinstance(kind_name, str) else None
                 if kind is None or not kind.judges:
                     continue
-                judged = [t for t in candidates if _target_kind(t) in kind.judges]
+                judged = [t for t in candidates if target_kind(t) in kind.judges]
                 params = next(iter(check.values())) if isinstance(check, dict) else None
                 if kind.param_problem and isinstance(params, dict):
                     for target in judged:
@@ -365,7 +365,7 @@ class _Semantics:
             for i, s in _items(_section(data, "strategy", "stages"))
         ]
         targets = {
-            name: Target(name, _target_kind(spec), spec, self.doc.mark(("targets", name), key=True))
+            name: Target(name, target_kind(spec), spec, self.doc.mark(("targets", name), key=True))
             for name, spec in (data.get("targets") or {}).items()
         }
         gates = []
@@ -421,7 +421,7 @@ class _Semantics:
         return notes
 
 
-def _target_kind(spec: Mapping[str, Any]) -> str:
+def target_kind(spec: Mapping[str, Any]) -> str:
     for key, kind in TARGET_KINDS.items():
         if key in spec:
             return kind

@@ -5,10 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from pytest_release.checks import BUILTIN_KINDS, CheckContext, CheckResult
+from pytest_release.plan import Target, target_kind
+from pytest_release.yamldoc import Mark
 
 HERE = Path(__file__).parent
 
@@ -71,3 +77,14 @@ def plan_with(gates: str, targets: str = "", stages: str = "[{name: pre_release}
         f"strategy:\n  stages: {stages}\n  gates:\n    - {{name: validation_gate, timeout: {timeout}}}\n"
         f"validation:\n  gates:\n{textwrap.indent(textwrap.dedent(gates), '    ')}\n"
     )
+
+
+def run_check(kind: str, spec: dict[str, Any] | None, base: Path, budget: float = 5.0,
+              **params: Any) -> CheckResult:
+    """Run one check of ``kind`` directly (no pytest run) against a target given by its spec."""
+    target = Target("t", target_kind(spec), spec, Mark(1, 1)) if spec is not None else None
+    ctx = CheckContext(kind=kind, params=params, target=target, base_dir=base, gate="pre_release::g",
+                       budget=budget, deadline=time.monotonic() + budget)
+    run = BUILTIN_KINDS[kind].run
+    assert run is not None
+    return run(ctx)

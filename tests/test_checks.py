@@ -12,24 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_release.checks import BUILTIN_KINDS, CheckContext, CheckResult
-from pytest_release.plan import Target
-from pytest_release.yamldoc import Mark
-
-
-def run_check(kind: str, spec: dict[str, Any] | None, base: Path, budget: float = 5.0,
-              **params: Any) -> CheckResult:
-    target = None
-    if spec is not None:
-        from pytest_release.plan import _target_kind
-
-        target = Target("t", _target_kind(spec), spec, Mark(1, 1))
-    ctx = CheckContext(kind=kind, params=params, target=target, base_dir=base, gate="pre_release::g",
-                       budget=budget, deadline=time.monotonic() + budget)
-    run = BUILTIN_KINDS[kind].run
-    assert run is not None
-    return run(ctx)
-
+from conftest import run_check
 
 # -- health -------------------------------------------------------------------------------------
 
