@@ -120,6 +120,7 @@ class CheckItem(pytest.Item):
             ("release_check", spec.kind),
             ("release_target", target.name if target else ""),
             ("release_required", str(gate.required).lower()),
+            ("release_params", json.dumps(redact_value(dict(spec.params), plan.secrets), sort_keys=True)),
         ])
 
     @property

@@ -18,7 +18,7 @@ import jsonschema
 from .checks import TARGET_KINDS, CheckKind
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
-from .secrets import redact
+from .secrets import redact, redact_value
 from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
@@ -90,6 +90,35 @@ class Plan:
     gates: list[Gate]
     secrets: frozenset[str]
     not_acted_on: list[str] = field(default_factory=list)
+    #: The plan's sections as loaded (plain data, ``${env:...}`` values substituted).
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def effective(self) -> dict[str, Any]:
+        """The plan as this run uses it: defaults applied, secrets redacted, and for each section
+        whether this version acts on it."""
+        strategy = dict(self.data.get("strategy") or {})
+        strategy["stages"] = [{"name": s.name, "validation": s.validation, "rollback": s.rollback,
+                               "monitoring": s.monitoring} for s in self.stages]
+        effective: dict[str, Any] = {
+            "release": {"name": self.name, "version": self.version, "evidence": self.evidence},
+            "targets": {n: {"kind": t.kind, **t.spec} for n, t in self.targets.items()},
+            "strategy": strategy,
+            "validation": {
+                "gates": [{"name": g.name, "timeout_s": g.timeout, "required": g.required,
+                           "targets": list(g.targets) if g.targets is not None else list(self.targets),
+                           "stages": list(g.stages) if g.stages is not None
+                           else [s.name for s in self.stages if s.validation],
+                           "checks": [{"kind": c.kind, "name": c.label, "params": dict(c.params)}
+                                      for c in g.checks]}
+                          for g in self.gates],
+                "metrics": (self.data.get("validation") or {}).get("metrics", []),
+            },
+        }
+        for section in ("rollback", "monitoring", "analytics", "automation"):
+            if section in self.data:
+                effective[section] = self.data[section]
+        effective["not_acted_on"] = list(self.not_acted_on)
+        return redact_value(effective, self.secrets)  # type: ignore[return-value]
 
     @property
     def title(self) -> str:
@@ -382,7 +411,7 @@ class _Semantics:
         plan = Plan(path=path.resolve(), display=display, sha256=sha256,
                     name=str(release.get("name") or path.stem), version=str(release.get("version", "")),
                     evidence=release.get("evidence"), stages=stages, targets=targets, gates=gates,
-                    secrets=frozenset(self.doc.secrets))
+                    secrets=frozenset(self.doc.secrets), data=data)
         plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
         return plan
 

@@ -21,8 +21,10 @@ import pytest
 from . import __version__
 from .checks import BUILTIN_KINDS, CheckKind
 from .items import BLOCKED, DEADLINE, CheckItem, PlanFile
+from .evidence import EvidenceTree, new_run_id
 from .plan import DEFAULT_EVIDENCE, Plan, load_plan
 from .problems import PlanError
+from .recorder import Recorder
 from .runstate import Record, RunState
 from .secrets import redact
 from .units import format_duration
@@ -31,6 +33,7 @@ from .units import format_duration
 #: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.
 GRACE = 1.0
 STATE_KEY = "pytest_release_state_dir"
+RECORDER = "pytest-release-recorder"
 
 
 @dataclass
@@ -120,7 +123,10 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         state = RunState(Path(tempfile.mkdtemp(prefix="pytest-release-")), wait_for_others=False)
         owns = True
-        _default_reports(config, settings)
+        if not config.option.collectonly:
+            tree = EvidenceTree(settings.evidence_dir, new_run_id())
+            _default_reports(config, tree)
+            config.pluginmanager.register(Recorder(config, plan, tree, settings.stages), RECORDER)
     config.stash[SESSION] = Session(settings, plan, kinds, state, owns, [])
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
@@ -131,13 +137,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(plan_arg)
 
 
-def _default_reports(config: pytest.Config, settings: Settings) -> None:
-    """JUnit XML and a self-contained HTML report go to the evidence directory unless asked elsewhere."""
-    reports = settings.evidence_dir / "reports"
+def _default_reports(config: pytest.Config, tree: EvidenceTree) -> None:
+    """JUnit XML and a self-contained HTML report go to the run's evidence unless asked elsewhere
+    (then the recorder copies them into the evidence when the session ends)."""
     if not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(reports / "junit.xml")
+        config.option.xmlpath = str(tree.run_dir / "junit.xml")
     if hasattr(config.option, "htmlpath") and not config.option.htmlpath:
-        config.option.htmlpath = str(reports / "report.html")
+        config.option.htmlpath = str(tree.run_dir / "report.html")
         config.option.self_contained_html = True
 
 
@@ -150,6 +156,9 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    recorder = config.pluginmanager.get_plugin(RECORDER)
+    if recorder is not None:
+        config.pluginmanager.unregister(recorder)
     session = config.stash.get(SESSION, None)
     if session is not None and session.owns_state:
         shutil.rmtree(session.state.directory, ignore_errors=True)

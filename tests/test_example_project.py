@@ -50,8 +50,9 @@ def test_good_release_passes_every_gate(pytester: pytest.Pytester, example: tupl
         "*shop: every required gate that ran passed*",
         "*12 passed*",
     ])
-    assert (pytester.path / "evidence" / "reports" / "junit.xml").is_file()
-    assert (pytester.path / "evidence" / "reports" / "report.html").is_file()
+    run = (pytester.path / "evidence" / "LATEST").read_text().strip()
+    assert (pytester.path / "evidence" / "runs" / run / "junit.xml").is_file()
+    assert (pytester.path / "evidence" / "runs" / run / "report.html").is_file()
 
 
 def test_bad_release_is_blocked(pytester: pytest.Pytester, example: tuple[Path, int]) -> None:

@@ -154,8 +154,9 @@ def test_release_stage_option_and_ini(pytester: pytest.Pytester, write_plan: Pla
                      "release_evidence_dir = out/evidence\n")
     from_ini = pytester.runpytest_subprocess()
     from_ini.stdout.fnmatch_lines(["*stages: post_release*", "*1 failed, 3 passed*"])
-    assert (pytester.path / "out/evidence/reports/junit.xml").is_file()
-    assert (pytester.path / "out/evidence/reports/report.html").is_file()
+    run = (pytester.path / "out/evidence/LATEST").read_text().strip()
+    assert (pytester.path / "out/evidence/runs" / run / "junit.xml").is_file()
+    assert (pytester.path / "out/evidence/runs" / run / "report.html").is_file()
     flag_wins = pytester.runpytest_subprocess("--release-stage", "pre_release")
     flag_wins.stdout.fnmatch_lines(["*stages: pre_release*"])
 

@@ -1,0 +1,248 @@
+"""The evidence tree: where evidence is written, sealed with a manifest, and verified.
+
+The layout is the source document's "Evidence Collection" list. Every leaf folder holds one
+sub-folder per run, so a later run adds to the tree and never touches an earlier run's files::
+
+    EVIDENCE/
+      LATEST                                   the id of the latest sealed run
+      runs/RUN_ID/manifest.json                SHA-256 of every file the run wrote, run metadata,
+                                               and the hash of the previous run's manifest
+      runs/RUN_ID/summary.json, junit.xml, report.html
+      strategy/RUN_ID/stages.json              the stages in order, with their verdicts
+      config/RUN_ID/plan.yaml, effective.json  the plan as written and as used
+      gates/RUN_ID/STAGE.GATE.json             strategy gates (validation_gate, ...) per stage
+      validation/gates/RUN_ID/STAGE/GATE.json  validation gates, and per check:
+      validation/gates/RUN_ID/STAGE/GATE/CHECK.json
+      validation/{metrics,config}/RUN_ID/...
+      rollback/{procedures,triggers,config}/RUN_ID/...
+      monitoring/{metrics,alerts,config}/RUN_ID/...
+      analytics/{metrics,analysis,config}/RUN_ID/...
+      automation/{tasks,workflows,config}/RUN_ID/...
+
+Files are written atomically (a temporary file, then a rename) and never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets as _random
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FOLDERS", "EvidenceTree", "VerifyResult", "new_run_id", "sha256_path", "utc_iso", "verify_tree"]
+
+FOLDERS = (
+    "strategy", "config", "gates",
+    "rollback/procedures", "rollback/triggers", "rollback/config",
+    "validation/gates", "validation/metrics", "validation/config",
+    "monitoring/metrics", "monitoring/alerts", "monitoring/config",
+    "analytics/metrics", "analytics/analysis", "analytics/config",
+    "automation/tasks", "automation/workflows", "automation/config",
+)
+RUNS = "runs"
+LATEST = "LATEST"
+MANIFEST = "manifest.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\[\]#@=+-]")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: ``20261126T200312Z-3f9a1c``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{_random.token_hex(3)}"
+
+
+def utc_iso(timestamp: float) -> str:
+    """An epoch timestamp as UTC ISO-8601 with milliseconds."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def safe_name(name: str) -> str:
+    """A file name from a node name: ``health[api]`` stays, ``/`` and spaces do not."""
+    return _UNSAFE.sub("_", name) or "_"
+
+
+def sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(64 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class EvidenceTree:
+    """One run's view of the evidence directory: it adds files and remembers their hashes."""
+
+    root: Path
+    run_id: str
+    written: dict[str, str] = field(default_factory=dict)
+
+    def create(self) -> None:
+        """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
+        for folder in FOLDERS + (RUNS,):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / RUNS / self.run_id
+
+    def path(self, folder: str, *parts: str) -> Path:
+        """Where a file of this run goes: ``FOLDER/RUN_ID/PARTS``."""
+        return self.root.joinpath(folder, self.run_id, *(safe_name(p) for p in parts))
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def write_bytes(self, path: Path, data: bytes) -> Path:
+        """Write a new evidence file atomically; an existing file is never replaced."""
+        rel = self.relative(path)
+        if rel in self.written or path.exists():
+            raise FileExistsError(f"evidence file {rel} exists already; evidence is never overwritten")
+        _atomic_write(path, data)
+        self.written[rel] = hashlib.sha256(data).hexdigest()
+        return path
+
+    def write_json(self, path: Path, record: Mapping[str, Any]) -> Path:
+        text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+        return self.write_bytes(path, text.encode("utf-8"))
+
+    def add_file(self, source: Path, target: Path) -> Path | None:
+        """Copy a file another tool wrote (a report) into the tree; ``None`` if it is not there."""
+        try:
+            data = source.read_bytes()
+        except OSError:
+            return None
+        if source.resolve() == target.resolve():
+            rel = self.relative(target)
+            self.written[rel] = hashlib.sha256(data).hexdigest()
+            return target
+        return self.write_bytes(target, data)
+
+    def seal(self, metadata: Mapping[str, Any]) -> tuple[Path, str]:
+        """Write the run's manifest and point ``LATEST`` at it; (manifest path, its SHA-256).
+
+        The manifest names the previous sealed run and its manifest's hash, so the runs form a
+        chain: changing an earlier manifest breaks the link from the one after it.
+        """
+        previous = _latest(self.root)
+        manifest = {
+            "run_id": self.run_id,
+            "sealed_at": utc_iso(datetime.now(timezone.utc).timestamp()),
+            "previous": previous,
+            "metadata": dict(metadata),
+            "files": dict(sorted(self.written.items())),
+        }
+        path = self.run_dir / MANIFEST
+        data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+        _atomic_write(path, data)
+        _atomic_write(self.root / LATEST, (self.run_id + "\n").encode())
+        return path, hashlib.sha256(data).hexdigest()
+
+
+def _latest(root: Path) -> dict[str, str] | None:
+    try:
+        run_id = (root / LATEST).read_text("utf-8").strip()
+        manifest = root / RUNS / run_id / MANIFEST
+        return {"run_id": run_id, "manifest_sha256": sha256_path(manifest)}
+    except OSError:
+        return None
+
+
+@dataclass
+class VerifyResult:
+    """What ``verify`` found: per problem kind, the files (relative to the evidence directory)."""
+
+    runs: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    broken_chain: list[str] = field(default_factory=list)
+    unsealed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.extra or self.broken_chain)
+
+    def lines(self) -> Iterator[str]:
+        for label, items in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra),
+                             ("broken chain", self.broken_chain)):
+            for item in items:
+                yield f"{label}: {item}"
+        for run in self.unsealed:
+            yield f"note: run {run} has no manifest (it was interrupted before it could seal its evidence)"
+
+
+def verify_tree(root: Path, run_id: str | None = None) -> VerifyResult:
+    """Check every sealed run's files against its manifest, the chain of manifests, and that no
+    file is in the tree that no manifest lists (``run_id``: check that run only)."""
+    result = VerifyResult()
+    manifests: dict[str, dict[str, Any]] = {}
+    for path in sorted((root / RUNS).glob(f"*/{MANIFEST}")):
+        manifests[path.parent.name] = json.loads(path.read_text("utf-8"))
+    if run_id is not None and run_id not in manifests:
+        result.missing.append(f"{RUNS}/{run_id}/{MANIFEST}")
+        return result
+    listed: set[str] = set()
+    for rid, manifest in manifests.items():
+        listed.update(manifest["files"])
+        listed.add(f"{RUNS}/{rid}/{MANIFEST}")
+        if run_id is not None and rid != run_id:
+            continue
+        result.runs.append(rid)
+        for rel, want in manifest["files"].items():
+            path = root / rel
+            if not path.is_file():
+                result.missing.append(rel)
+            elif sha256_path(path) != want:
+                result.changed.append(rel)
+        previous = manifest.get("previous")
+        if previous:
+            prev_path = root / RUNS / previous["run_id"] / MANIFEST
+            if not prev_path.is_file():
+                result.broken_chain.append(f"{rid}: previous manifest {previous['run_id']} is missing")
+            elif sha256_path(prev_path) != previous["manifest_sha256"]:
+                result.broken_chain.append(f"{rid}: previous manifest {previous['run_id']} was changed "
+                                           f"(listed in {RUNS}/{rid}/{MANIFEST})")
+                result.changed.append(f"{RUNS}/{previous['run_id']}/{MANIFEST}")
+    if run_id is None:
+        unsealed = set()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            if rel == LATEST or rel in listed or path.name.endswith(".tmp"):
+                continue
+            run = _run_of(rel)
+            if run and run not in manifests:
+                unsealed.add(run)
+            result.extra.append(rel)
+        result.unsealed = sorted(unsealed)
+    result.changed = sorted(set(result.changed))
+    return result
+
+
+def _run_of(rel: str) -> str | None:
+    for part in rel.split("/"):
+        if re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", part):
+            return part
+    return None

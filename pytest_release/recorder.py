@@ -1,0 +1,262 @@
+"""The evidence recorder: the controller-side plugin that turns reports into evidence.
+
+Registered in ``pytest_configure`` only on the controller (never on an xdist worker), like
+pytest-html's reporter. It learns everything from test reports (their user properties), writes a
+JSON record per check as each one finishes, and at the end of the session the gate, stage and run
+records, the release summary (into the HTML report, the terminal and ``GITHUB_STEP_SUMMARY``),
+copies of the JUnit and HTML reports, and the manifest that seals the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import __version__
+from .evidence import EvidenceTree, utc_iso
+from .plan import Plan
+from .records import SCHEMA_VERSION
+from .secrets import redact, redact_value
+from .summary import CheckOutcome, RunSummary, render_html, render_markdown, summarize
+
+__all__ = ["Recorder"]
+
+SECTION_CONFIG = {"validation": "validation/config", "rollback": "rollback/config",
+                  "monitoring": "monitoring/config", "analytics": "analytics/config",
+                  "automation": "automation/config"}
+
+
+def _props(report: pytest.TestReport) -> dict[str, Any]:
+    return {k: v for k, v in report.user_properties}
+
+
+def _json(value: Any, default: Any) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class Recorder:
+    """Gathers check outcomes from reports and writes the run's evidence."""
+
+    def __init__(self, config: pytest.Config, plan: Plan, tree: EvidenceTree,
+                 selected: tuple[str, ...] | None) -> None:
+        self.config = config
+        self.plan = plan
+        self.tree = tree
+        self.selected = selected
+        self.outcomes: dict[str, CheckOutcome] = {}
+        self.started = time.time()
+        self.summary: RunSummary | None = None
+        self.manifest: tuple[Path, str] | None = None
+
+    # -- records --------------------------------------------------------------------------------
+
+    def envelope(self, kind: str) -> dict[str, Any]:
+        return {"record": kind, "schema_version": SCHEMA_VERSION, "run_id": self.tree.run_id,
+                "release": {"name": self.plan.name, "version": self.plan.version},
+                "plan": {"path": self.plan.display, "sha256": self.plan.sha256}, "time_scale": 1.0}
+
+    def write(self, path: Path, record: dict[str, Any]) -> Path:
+        return self.tree.write_json(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.tree.create()
+        self.tree.write_bytes(self.tree.path("config", "plan.yaml"), self.plan.path.read_bytes())
+        effective = self.plan.effective()
+        self.write(self.tree.path("config", "effective.json"), effective)
+        for section, folder in SECTION_CONFIG.items():
+            if section in effective:
+                self.write(self.tree.path(folder, f"{section}.json"), {section: effective[section]})
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = _props(report)
+        if "release_stage" not in props:
+            return
+        outcome = self.outcomes.get(report.nodeid)
+        if outcome is None:
+            target = props.get("release_target") or None
+            outcome = self.outcomes[report.nodeid] = CheckOutcome(
+                nodeid=report.nodeid, name=report.nodeid.rpartition("::")[2], stage=props["release_stage"],
+                gate=props["release_gate"], kind=props["release_check"], target=target,
+                required=props.get("release_required") == "true", start=report.start,
+                worker=str(getattr(report, "worker_id", "main")))
+        outcome.end = report.stop
+        outcome.verdict = props.get("release_verdict", outcome.verdict)
+        if report.failed or report.skipped:
+            text = getattr(report, "wasxfail", "") or _skip_or_failure_text(report)
+            outcome.message = outcome.message or redact(text, self.plan.secrets)
+        if report.when != "teardown":
+            return
+        first_line = outcome.message.splitlines()[0] if outcome.message else ""
+        outcome.summary = str(props.get("summary") or "") or first_line
+        outcome.measured = _json(props.get("measured"), {})
+        outcome.expected = _json(props.get("expected"), {})
+        outcome.params = _json(props.get("release_params"), {})
+        path = self.tree.path("validation/gates", outcome.stage, outcome.gate, f"{outcome.name}.json")
+        record = {**self.envelope("check"), "nodeid": outcome.nodeid, "stage": outcome.stage,
+                  "gate": outcome.gate, "check": outcome.name, "kind": outcome.kind, "target": outcome.target,
+                  "required": outcome.required, "params": outcome.params, "measured": outcome.measured,
+                  "expected": outcome.expected, "verdict": outcome.verdict, "summary": outcome.summary,
+                  "message": outcome.message, "start": utc_iso(outcome.start), "end": utc_iso(outcome.end),
+                  "duration_s": round(outcome.duration, 6), "worker": outcome.worker}
+        outcome.record = self.tree.relative(self.write(path, record))
+
+    # -- the end of the session -----------------------------------------------------------------
+
+    def _summary(self, session: pytest.Session) -> RunSummary:
+        status = int(session.exitstatus)
+        if self.summary is None or self.summary.exit_status != status:
+            self.summary = summarize(self.plan, self.selected, self.outcomes, status)
+        return self.summary
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
+                                    session: pytest.Session) -> None:
+        html_path = Path(self.config.option.htmlpath).resolve().parent
+
+        def link(check: CheckOutcome) -> str | None:
+            if not check.record:
+                return None
+            return Path(os.path.relpath(self.tree.root / check.record, html_path)).as_posix()
+
+        prefix.append(redact(render_html(self._summary(session), link), self.plan.secrets))
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
+        result = yield  # pytest's JUnit XML and pytest-html's report are written in here
+        summary = self._summary(session)
+        self._write_end_records(summary)
+        self._copy_reports()
+        self._github_summary(summary)
+        self.manifest = self.tree.seal(self._metadata(summary))
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"pytest-release: {summary.banner}: evidence sealed in {self.tree.run_dir} "
+                          f"(manifest sha256 {self.manifest[1]})")
+        return result
+
+    def _write_end_records(self, summary: RunSummary) -> None:
+        end = time.time()
+        for stage in summary.stages:
+            for gate in stage.gates:
+                ran = [c for c in gate.checks if c.end]
+                record = {**self.envelope("gate"), "stage": stage.name, "gate": gate.name,
+                          "required": gate.required, "budget_s": gate.budget, "verdict": gate.verdict,
+                          "counts": gate.counts(),
+                          "checks": [{"nodeid": c.nodeid, "verdict": c.verdict, "record": c.record}
+                                     for c in gate.checks],
+                          "start": utc_iso(min(c.start for c in ran)) if ran else None,
+                          "end": utc_iso(max(c.end for c in ran)) if ran else None,
+                          "duration_s": round(gate.duration, 6)}
+                self.write(self.tree.path("validation/gates", stage.name, f"{gate.name}.json"), record)
+            self._strategy_gates(stage)
+        stages = [{"name": s.name, "verdict": s.verdict, "reason": s.reason,
+                   "gates": [{"name": g.name, "verdict": g.verdict} for g in s.gates]} for s in summary.stages]
+        self.write(self.tree.path("strategy", "stages.json"), {**self.envelope("stages"), "stages": stages})
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes.values():
+            counts[outcome.verdict] = counts.get(outcome.verdict, 0) + 1
+        self.write(self.tree.run_dir / "summary.json", {
+            **self.envelope("run"), "outcome": summary.outcome, "banner": summary.banner,
+            "exit_status": summary.exit_status, "counts": counts,
+            "stages_run": [s.name for s in summary.stages if s.verdict not in ("not_selected",)],
+            "start": utc_iso(self.started), "end": utc_iso(end), "duration_s": round(end - self.started, 6),
+            "attention": [{"nodeid": c.nodeid, "verdict": c.verdict, "summary": c.summary,
+                           "measured": c.measured, "expected": c.expected, "record": c.record}
+                          for c in summary.attention()]})
+
+    def _strategy_gates(self, stage: Any) -> None:
+        plan_stage = next(s for s in self.plan.stages if s.name == stage.name)
+        strategy = {g.get("name"): g for g in (self.plan.data.get("strategy") or {}).get("gates", [])}
+        for name, flag in (("validation_gate", "validation"), ("rollback_gate", "rollback"),
+                           ("monitoring_gate", "monitoring")):
+            if name not in strategy or not getattr(plan_stage, flag):
+                continue
+            record = {**self.envelope("strategy_gate"), "stage": stage.name, "gate": name,
+                      "required": strategy[name].get("required", True)}
+            if name == "validation_gate":
+                record.update(acted_on=True, verdict=stage.verdict if stage.verdict in ("passed", "failed")
+                              else "not_run", gates=[{"name": g.name, "verdict": g.verdict} for g in stage.gates])
+            else:
+                record.update(acted_on=False, verdict="not_run",
+                              note=f"{name} is validated but not run by pytest-release {__version__}")
+            self.write(self.tree.path("gates", f"{stage.name}.{name}.json"), record)
+
+    def _copy_reports(self) -> None:
+        """The run's JUnit XML and HTML report belong to its evidence, wherever pytest wrote them."""
+        for option, name in (("xmlpath", "junit.xml"), ("htmlpath", "report.html")):
+            value = getattr(self.config.option, option, None)
+            if value:
+                self.tree.add_file(Path(value), self.tree.run_dir / name)
+
+    def _github_summary(self, summary: RunSummary) -> None:
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not target:
+            return
+        text = redact(render_markdown(summary, str(self.tree.run_dir)), self.plan.secrets)
+        try:
+            with open(target, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"pytest-release: cannot append to GITHUB_STEP_SUMMARY: {exc}", yellow=True)
+
+    def _metadata(self, summary: RunSummary) -> dict[str, Any]:
+        options = {k: v for k, v in vars(self.config.option).items()
+                   if k.startswith("release_") or k in ("markexpr", "keyword", "numprocesses", "lf", "maxfail")}
+        return {
+            "release": {"name": self.plan.name, "version": self.plan.version},
+            "plan": {"path": self.plan.display, "sha256": self.plan.sha256},
+            "outcome": summary.outcome,
+            "exit_status": summary.exit_status,
+            "git_commit": _git_commit(self.plan.base_dir),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "versions": {"pytest": pytest.__version__, "pytest-release": __version__,
+                         **_plugin_versions(("pytest-xdist", "pytest-html", "pytest-timeout", "pluggy"))},
+            "time_scale": 1.0,
+            "options": redact_value(options, self.plan.secrets),
+            "args": [redact(str(a), self.plan.secrets) for a in self.config.invocation_params.args],
+        }
+
+
+def _skip_or_failure_text(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return report.longreprtext
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+                              timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _plugin_versions(names: tuple[str, ...]) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -1,0 +1,93 @@
+"""JSON evidence records, and the JSON Schema they follow.
+
+Every record has the same envelope (``record`` kind, ``schema_version``, ``run_id``,
+``release``, ``plan``) and then what it is about. Records are built from plain values only (test
+reports' user properties, the plan model), so they can be built on the xdist controller from the
+reports alone. ``RECORD_SCHEMA`` ships in the package; ``python -m pytest_release schema --records``
+prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["RECORD_SCHEMA", "SCHEMA_VERSION", "VERDICTS", "gate_verdict"]
+
+SCHEMA_VERSION = 1
+
+#: A check's verdicts; a gate's add ``not_run`` (none of its checks ran).
+VERDICTS = ("passed", "failed", "warning", "skipped")
+
+_string = {"type": "string"}
+_time = {"type": "string", "format": "date-time"}
+_number = {"type": "number"}
+_verdict = {"enum": [*VERDICTS, "not_run"]}
+
+_ENVELOPE: dict[str, Any] = {
+    "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run"]},
+    "schema_version": {"const": SCHEMA_VERSION},
+    "run_id": _string,
+    "release": {"type": "object", "required": ["name", "version"],
+                "properties": {"name": _string, "version": _string}},
+    "plan": {"type": "object", "required": ["path", "sha256"],
+             "properties": {"path": _string, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+    "time_scale": _number,
+}
+
+
+def _record(kind: str, properties: Mapping[str, Any], required: Iterable[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["record", "schema_version", "run_id", "release", "plan", *required],
+        "properties": {**_ENVELOPE, "record": {"const": kind}, **properties},
+    }
+
+
+CHECK = _record("check", {
+    "nodeid": _string, "stage": _string, "gate": _string, "check": _string, "kind": _string,
+    "target": {"type": ["string", "null"]}, "required": {"type": "boolean"},
+    "params": {"type": "object"}, "measured": {"type": "object"}, "expected": {"type": "object"},
+    "verdict": {"enum": list(VERDICTS)}, "summary": _string, "message": _string,
+    "start": _time, "end": _time, "duration_s": _number, "worker": _string,
+}, ["nodeid", "stage", "gate", "kind", "verdict", "measured", "expected", "start", "end", "duration_s", "worker"])
+
+GATE = _record("gate", {
+    "stage": _string, "gate": _string, "required": {"type": "boolean"}, "budget_s": _number,
+    "verdict": _verdict, "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "checks": {"type": "array", "items": {"type": "object", "required": ["nodeid", "verdict"]}},
+    "start": {"type": ["string", "null"]}, "end": {"type": ["string", "null"]}, "duration_s": _number,
+}, ["stage", "gate", "verdict", "checks"])
+
+STRATEGY_GATE = _record("strategy_gate", {
+    "stage": _string, "gate": _string, "required": {"type": "boolean"}, "acted_on": {"type": "boolean"},
+    "verdict": _verdict, "gates": {"type": "array"}, "note": _string,
+}, ["stage", "gate", "acted_on", "verdict"])
+
+STAGES = _record("stages", {
+    "stages": {"type": "array", "items": {"type": "object", "required": ["name", "verdict"]}},
+}, ["stages"])
+
+RUN = _record("run", {
+    "outcome": {"enum": ["released", "passed", "blocked", "rolled_back", "rollback_failed", "error"]},
+    "banner": _string, "exit_status": {"type": "integer"}, "counts": {"type": "object"},
+    "stages_run": {"type": "array"}, "start": _time, "end": _time, "duration_s": _number,
+}, ["outcome", "banner", "exit_status"])
+
+RECORD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://pytest-release.invalid/record.schema.json",
+    "title": "pytest-release evidence record",
+    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN],
+}
+
+
+def gate_verdict(verdicts: Iterable[str], required: bool) -> str:
+    """A gate's verdict from its checks': failed (required) or warning (not required) if any
+    failed, passed if any passed, else not_run (all skipped, or none)."""
+    seen = set(verdicts)
+    if "failed" in seen or "warning" in seen:
+        return "failed" if required else "warning"
+    if "passed" in seen:
+        return "passed"
+    return "not_run"

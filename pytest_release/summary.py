@@ -1,0 +1,216 @@
+"""The release summary: one verdict for the run, the stages in order with their gates, and the
+checks that failed or warned, measured against expected. Built from check outcomes alone (so it
+works on the xdist controller), rendered for the HTML report, the terminal and CI (Markdown).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .plan import Plan
+from .records import gate_verdict
+
+__all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "summarize"]
+
+BANNERS = {
+    "released": "RELEASED",
+    "passed": "PASSED",
+    "blocked": "BLOCKED",
+    "rolled_back": "ROLLED BACK",
+    "rollback_failed": "ROLLBACK FAILED",
+    "interrupted": "INTERRUPTED",
+    "error": "ERROR",
+}
+
+
+@dataclass
+class CheckOutcome:
+    """What one check item came to, as the controller learns it from the reports."""
+
+    nodeid: str
+    name: str
+    stage: str
+    gate: str
+    kind: str
+    target: str | None
+    required: bool
+    verdict: str = "skipped"
+    summary: str = ""
+    message: str = ""
+    measured: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    start: float = 0.0
+    end: float = 0.0
+    worker: str = "main"
+    record: str | None = None  # the check record's path in the evidence tree
+
+    @property
+    def duration(self) -> float:
+        return max(self.end - self.start, 0.0)
+
+
+@dataclass
+class GateSummary:
+    name: str
+    required: bool
+    budget: float
+    verdict: str
+    checks: list[CheckOutcome]
+
+    @property
+    def duration(self) -> float:
+        ran = [c for c in self.checks if c.end]
+        return max(c.end for c in ran) - min(c.start for c in ran) if ran else 0.0
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for check in self.checks:
+            counts[check.verdict] = counts.get(check.verdict, 0) + 1
+        return counts
+
+
+@dataclass
+class StageSummary:
+    name: str
+    verdict: str  # passed, failed, skipped (blocked by an earlier stage), not_selected, not_run
+    reason: str
+    gates: list[GateSummary]
+
+
+@dataclass
+class RunSummary:
+    title: str
+    outcome: str
+    stages: list[StageSummary]
+    exit_status: int
+
+    @property
+    def banner(self) -> str:
+        return BANNERS[self.outcome]
+
+    def attention(self) -> list[CheckOutcome]:
+        """Checks that failed or warned, in plan order."""
+        return [c for s in self.stages for g in s.gates for c in g.checks if c.verdict in ("failed", "warning")]
+
+
+def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str, CheckOutcome],
+              exit_status: int) -> RunSummary:
+    """The run's summary from the plan and the outcomes of its checks (by node id)."""
+    by_gate: dict[tuple[str, str], list[CheckOutcome]] = {}
+    for outcome in outcomes.values():
+        by_gate.setdefault((outcome.stage, outcome.gate), []).append(outcome)
+    stages = []
+    for stage in plan.stages:
+        gates = []
+        for gate in plan.gates_in(stage):
+            checks = by_gate.get((stage.name, gate.name), [])
+            gates.append(GateSummary(gate.name, gate.required, gate.timeout,
+                                     gate_verdict((c.verdict for c in checks), gate.required), checks))
+        stages.append(_stage(stage.name, gates, selected))
+    failed = any(s.verdict == "failed" for s in stages)
+    if exit_status == 2:
+        outcome = "interrupted"
+    elif failed:
+        outcome = "blocked"
+    elif exit_status not in (0, 5):
+        outcome = "error"
+    elif all(s.verdict not in ("not_selected", "not_run") for s in stages):
+        outcome = "released"
+    else:
+        outcome = "passed"
+    return RunSummary(plan.title, outcome, stages, exit_status)
+
+
+def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) -> StageSummary:
+    if selected is not None and name not in selected:
+        return StageSummary(name, "not_selected", "not selected with --release-stage", gates)
+    checks = [c for g in gates for c in g.checks]
+    blocked = [c for c in checks if c.verdict == "skipped" and " not run: " in c.message]
+    if any(g.verdict == "failed" for g in gates):
+        return StageSummary(name, "failed", "a required gate failed", gates)
+    if checks and len(blocked) == len(checks):
+        return StageSummary(name, "skipped", blocked[0].message, gates)
+    if not any(c.verdict in ("passed", "warning") for c in checks):
+        return StageSummary(name, "not_run", "no check of this stage ran", gates)
+    return StageSummary(name, "passed", "", gates)
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+_COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
+            "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
+            "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
+            "error": "#cf222e"}
+
+
+def _plain(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()) or "-"
+
+
+def _badge(verdict: str) -> str:
+    colour = _COLOURS.get(verdict, "#6e7781")
+    return (f'<span class="release-verdict" style="color:#fff;background:{colour};border-radius:3px;'
+            f'padding:0 6px">{html.escape(verdict.replace("_", " "))}</span>')
+
+
+def render_html(summary: RunSummary, link: Any) -> str:
+    """The summary as an HTML fragment for pytest-html; ``link(check)`` gives a check record's URL."""
+    esc = html.escape
+    colour = _COLOURS.get(summary.outcome, "#6e7781")
+    parts = [
+        '<section id="release-summary" style="margin:1em 0">',
+        f'<div id="release-banner" style="background:{colour};color:#fff;font-size:1.6em;font-weight:bold;'
+        f'padding:0.5em 0.8em;border-radius:4px">{esc(summary.banner)}: {esc(summary.title)}</div>',
+        '<h3>Stages</h3><table id="release-stages" style="border-collapse:collapse">',
+        "<tr><th align=left>stage</th><th align=left>gate</th><th align=left>verdict</th>"
+        "<th align=right>duration</th><th align=left>checks</th></tr>",
+    ]
+    for stage in summary.stages:
+        parts.append(f"<tr style='border-top:1px solid #ccc'><td><b>{esc(stage.name)}</b></td><td></td>"
+                     f"<td>{_badge(stage.verdict)}</td><td></td><td>{esc(stage.reason)}</td></tr>")
+        for gate in stage.gates:
+            counts = ", ".join(f"{n} {v}" for v, n in sorted(gate.counts().items()))
+            required = "" if gate.required else " (not required)"
+            parts.append(f"<tr><td></td><td>{esc(gate.name)}{required}</td><td>{_badge(gate.verdict)}</td>"
+                         f"<td align=right>{gate.duration:.2f}s</td><td>{esc(counts)}</td></tr>")
+    parts.append("</table>")
+    attention = summary.attention()
+    if attention:
+        parts += ['<h3>Failed and warning checks: measured against expected</h3>',
+                  '<table id="release-attention" style="border-collapse:collapse">',
+                  "<tr><th align=left>check</th><th align=left>verdict</th><th align=left>measured</th>"
+                  "<th align=left>expected</th><th align=left>summary</th></tr>"]
+        for check in attention:
+            url = link(check)
+            name = f"{check.stage}::{check.gate}::{check.name}"
+            cell = f'<a href="{esc(url)}">{esc(name)}</a>' if url else esc(name)
+            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{cell}</td><td>{_badge(check.verdict)}</td>"
+                         f"<td>{esc(_plain(check.measured))}</td><td>{esc(_plain(check.expected))}</td>"
+                         f"<td>{esc(check.summary)}</td></tr>")
+        parts.append("</table>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_markdown(summary: RunSummary, evidence: str) -> str:
+    """A short Markdown summary for CI job pages (``GITHUB_STEP_SUMMARY``)."""
+    lines = [f"### {summary.banner}: {summary.title}", "", "| stage | gate | verdict | duration |",
+             "| --- | --- | --- | --- |"]
+    for stage in summary.stages:
+        for gate in stage.gates:
+            lines.append(f"| {stage.name} | {gate.name} | {gate.verdict} | {gate.duration:.2f}s |")
+        if not stage.gates:
+            lines.append(f"| {stage.name} | | {stage.verdict} | |")
+    attention = summary.attention()
+    if attention:
+        lines += ["", "| check | verdict | measured | expected |", "| --- | --- | --- | --- |"]
+        for check in attention:
+            lines.append(f"| `{check.stage}::{check.gate}::{check.name}` | {check.verdict} | "
+                         f"{_plain(check.measured)} | {_plain(check.expected)} |")
+    lines += ["", f"Evidence: `{evidence}`", ""]
+    return "\n".join(lines)
