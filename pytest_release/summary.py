@@ -210,7 +210,8 @@ def render_markdown(summary: RunSummary, evidence: str) -> str:
     if attention:
         lines += ["", "| check | verdict | measured | expected |", "| --- | --- | --- | --- |"]
         for check in attention:
-            lines.append(f"| `{check.stage}::{check.gate}::{check.name}` | {check.verdict} | "
-                         f"{_plain(check.measured)} | {_plain(check.expected)} |")
+            cells = (_plain(check.measured), _plain(check.expected))
+            measured, expected = (c.replace("|", "\\|") for c in cells)
+            lines.append(f"| `{check.stage}::{check.gate}::{check.name}` | {check.verdict} | {measured} | {expected} |")
     lines += ["", f"Evidence: `{evidence}`", ""]
     return "\n".join(lines)

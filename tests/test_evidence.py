@@ -1,0 +1,226 @@
+"""The evidence tree: records, reports, the manifest and verify, against real pytest runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Callable
+
+import jsonschema
+import pytest
+
+from conftest import plan_with
+from pytest_release.evidence import FOLDERS
+from pytest_release.records import RECORD_SCHEMA
+
+PlanWriter = Callable[..., Path]
+
+
+def _plan(http_url: str, *, fail: bool = False) -> str:
+    return plan_with(
+        f"""\
+        - name: service_validation
+          checks:
+            - health: {{path: {'/fail' if fail else '/healthz'}}}
+            - {{health: {{name: deep, json: {{status: ok}}}}}}
+        - name: smoke
+          required: false
+          checks: [{{health: {{path: /healthz, status: 201}}}}]
+        - name: tools
+          checks: [{{command: {{argv: [python, -c, "print('ok')"], output: ok, name: probe}}}}]
+        """,
+        targets=f"api: {{url: '{http_url}', health: /healthz}}",
+        stages="[{name: pre_release}, {name: post_release}]",
+    )
+
+
+def _verify(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(path), *args],
+                          capture_output=True, text=True)
+
+
+def _latest(evidence: Path) -> str:
+    return (evidence / "LATEST").read_text().strip()
+
+
+def test_a_run_fills_the_tree_with_valid_records(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                 http_url: str) -> None:
+    write_plan(_plan(http_url, fail=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == 1
+    evidence = pytester.path / "evidence" / "release"
+    run = _latest(evidence)
+    result.stdout.fnmatch_lines([f"pytest-release: BLOCKED: evidence sealed in *{run} (manifest sha256 *)"])
+    for folder in FOLDERS:
+        assert (evidence / folder).is_dir(), folder
+    run_dir = evidence / "runs" / run
+    for name in ("junit.xml", "report.html", "summary.json", "manifest.json"):
+        assert (run_dir / name).is_file(), name
+    assert (evidence / "config" / run / "plan.yaml").read_bytes() == (pytester.path / "release-plan.yaml").read_bytes()
+    validator = jsonschema.Draft202012Validator(RECORD_SCHEMA)
+    records = [json.loads(p.read_text()) for p in evidence.rglob("*.json")
+               if "record" in json.loads(p.read_text())]
+    assert len(records) > 10
+    for record in records:
+        validator.validate(record)
+    checks = {r["nodeid"]: r for r in records if r["record"] == "check"}
+    failed = checks["release-plan.yaml::pre_release::service_validation::health[api]"]
+    assert failed["verdict"] == "failed" and failed["measured"]["status"] == 503
+    assert failed["expected"] == {"status": 200} and failed["params"] == {"path": "/fail"}
+    assert failed["summary"].endswith("/fail answered 503, expected 200")
+    assert failed["worker"] == "main" and failed["duration_s"] >= 0 and failed["start"].endswith("Z")
+    warned = checks["release-plan.yaml::pre_release::smoke::health[api]"]
+    assert warned["verdict"] == "warning" and warned["required"] is False
+    blocked = checks["release-plan.yaml::post_release::tools::command[probe]"]
+    assert blocked["verdict"] == "skipped" and "stage post_release not run" in blocked["message"]
+    gates = {(r["stage"], r["gate"]): r for r in records if r["record"] == "gate"}
+    assert gates["pre_release", "service_validation"]["verdict"] == "failed"
+    assert gates["pre_release", "smoke"]["verdict"] == "warning"
+    assert gates["pre_release", "tools"]["verdict"] == "passed"
+    assert gates["post_release", "tools"]["verdict"] == "not_run"
+    stages = next(r for r in records if r["record"] == "stages")["stages"]
+    assert [(s["name"], s["verdict"]) for s in stages] == [("pre_release", "failed"), ("post_release", "skipped")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["outcome"] == "blocked" and summary["banner"] == "BLOCKED" and summary["exit_status"] == 1
+    effective = json.loads((evidence / "config" / run / "effective.json").read_text())
+    assert effective["validation"]["gates"][0]["timeout_s"] == 10.0
+    assert effective["validation"]["gates"][0]["stages"] == ["pre_release", "post_release"]
+    assert (evidence / "validation" / "config" / run / "validation.json").is_file()
+    assert _verify(evidence).returncode == 0
+
+
+def test_verify_names_every_changed_missing_or_extra_file(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                         http_url: str) -> None:
+    write_plan(_plan(http_url))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 0
+    evidence = pytester.path / "evidence" / "release"
+    good = _verify(evidence)
+    assert good.returncode == 0 and "OK: 1 run(s) verified" in good.stdout
+    manifest = json.loads((evidence / "runs" / _latest(evidence) / "manifest.json").read_text())
+    files = sorted(manifest["files"])
+    assert any(f.endswith("junit.xml") for f in files) and any(f.endswith("report.html") for f in files)
+    for rel in files:
+        path = evidence / rel
+        original = path.read_bytes()
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one byte changed
+        changed = _verify(evidence)
+        assert changed.returncode == 1 and f"changed: {rel}" in changed.stdout, rel
+        path.unlink()
+        gone = _verify(evidence)
+        assert gone.returncode == 1 and f"missing: {rel}" in gone.stdout, rel
+        path.write_bytes(original)
+    (evidence / "validation" / "gates" / "planted.json").write_text("{}")
+    planted = _verify(evidence)
+    assert planted.returncode == 1 and "extra: validation/gates/planted.json" in planted.stdout
+
+
+def test_two_runs_keep_both_and_chain(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_plan(http_url))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-stage",
+                                         "pre_release").ret == 0
+    evidence = pytester.path / "evidence" / "release"
+    first = _latest(evidence)
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-stage",
+                                         "post_release").ret == 0
+    second = _latest(evidence)
+    assert first != second and second > first
+    for run in (first, second):
+        assert (evidence / "runs" / run / "junit.xml").is_file()
+        assert _verify(evidence, "--run", run).returncode == 0
+    both = _verify(evidence)
+    assert both.returncode == 0 and "OK: 2 run(s) verified" in both.stdout
+    manifest = json.loads((evidence / "runs" / second / "manifest.json").read_text())
+    assert manifest["previous"]["run_id"] == first
+    assert json.loads((evidence / "runs" / first / "summary.json").read_text())["outcome"] == "passed"
+    # Rewriting the first run's manifest (and its files) to hide a change breaks the chain.
+    first_manifest = evidence / "runs" / first / "manifest.json"
+    first_manifest.write_text(first_manifest.read_text().replace('"outcome": "passed"', '"outcome": "x"'))
+    tampered = _verify(evidence)
+    assert tampered.returncode == 1 and f"broken chain: {second}: previous manifest {first} was changed" in tampered.stdout
+
+
+def test_users_own_reports_keep_working_and_are_kept(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                     http_url: str) -> None:
+    write_plan(_plan(http_url))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "mine.xml",
+                                           "--html", "mine.html", "--self-contained-html")
+    assert result.ret == 0
+    evidence = pytester.path / "evidence" / "release"
+    run_dir = evidence / "runs" / _latest(evidence)
+    assert (pytester.path / "mine.xml").read_bytes() == (run_dir / "junit.xml").read_bytes()
+    assert (pytester.path / "mine.html").read_bytes() == (run_dir / "report.html").read_bytes()
+    assert _verify(evidence).returncode == 0
+
+
+def test_junit_carries_gate_stage_check_target_threshold_and_measured(
+        pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_plan(http_url, fail=True))
+    pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    evidence = pytester.path / "evidence" / "release"
+    suite = ET.parse(evidence / "runs" / _latest(evidence) / "junit.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "health[api]")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["release_gate"] == "service_validation" and props["release_stage"] == "pre_release"
+    assert props["release_check"] == "health" and props["release_target"] == "api"
+    assert json.loads(props["expected"]) == {"status": 200}
+    assert json.loads(props["measured"])["status"] == 503
+
+
+def test_github_step_summary(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    write_plan(_plan(http_url, fail=True))
+    summary = pytester.path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    text = summary.read_text()
+    assert text.startswith("earlier step\n### BLOCKED: shop 1.0.0")
+    assert "| pre_release | service_validation | failed |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `pre_release::service_validation::health"))
+    assert "| failed |" in row and "status=503" in row and "| status=200 |" in row
+
+
+def test_hanging_check_leaves_complete_verified_evidence(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                         trickle_url: str) -> None:
+    write_plan(plan_with("- name: service_validation\n  checks: [health]\n",
+                         targets=f"stuck: {{url: '{trickle_url}'}}", timeout="1"))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
+    evidence = pytester.path / "evidence" / "release"
+    run = _latest(evidence)
+    record = json.loads((evidence / "validation/gates" / run / "pre_release/service_validation/health[stuck].json")
+                        .read_text())
+    assert record["verdict"] == "failed" and "budget of gate pre_release::service_validation" in record["message"]
+    assert _verify(evidence).returncode == 0
+
+
+def test_interrupted_run_seals_its_evidence(pytester: pytest.Pytester, write_plan: PlanWriter) -> None:
+    write_plan(plan_with(
+        """\
+        - name: tools
+          checks:
+            - {command: {name: quick, argv: [python, -c, "pass"]}}
+            - {command: {name: slow, argv: [python, -c, "import time; time.sleep(60)"]}}
+        """, timeout="120"))
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
+                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    evidence = pytester.path / "evidence" / "release"
+    deadline = time.monotonic() + 30
+    while not list(evidence.glob("validation/gates/*/pre_release/tools/command[[]quick].json")):
+        assert time.monotonic() < deadline, "the first check never finished"
+        time.sleep(0.05)
+    time.sleep(0.3)  # the slow check is running now
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2, out
+    run = _latest(evidence)
+    summary = json.loads((evidence / "runs" / run / "summary.json").read_text())
+    assert summary["outcome"] == "interrupted" and summary["banner"] == "INTERRUPTED"
+    assert (evidence / "runs" / run / "junit.xml").is_file()
+    assert _verify(evidence).returncode == 0
