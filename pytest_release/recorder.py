@@ -122,6 +122,10 @@ class Recorder:
         return self.summary
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_html_report_title(self, report: Any) -> None:
+        report.title = f"Release report: {self.plan.title} ({self.tree.run_id})"
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
         html_path = Path(self.config.option.htmlpath).resolve().parent

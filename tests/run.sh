@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# The test suite, set up from nothing: a virtual environment in .venv with the package and its
-# test dependencies from PyPI, then pytest on two workers. Usage: bash tests/run.sh [pytest args]
+# The test suite, set up from nothing: the Debian packages the tests drive (Chromium for the HTML
+# report), a virtual environment in .venv with the package and its test dependencies from PyPI,
+# then pytest on two workers. Usage: bash tests/run.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages: installed when missing (needs root and apt-get; otherwise say what is missing).
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian packages: ${need[*]}"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "missing: ${need[*]} (install them with your package manager, e.g. apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

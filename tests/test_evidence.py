@@ -224,3 +224,41 @@ def test_interrupted_run_seals_its_evidence(pytester: pytest.Pytester, write_pla
     assert summary["outcome"] == "interrupted" and summary["banner"] == "INTERRUPTED"
     assert (evidence / "runs" / run / "junit.xml").is_file()
     assert _verify(evidence).returncode == 0
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_html_report_opens_with_the_release_summary_in_chromium(
+        pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    """Real headless Chromium (Debian's, driven by Playwright) opens the self-contained report."""
+    from playwright.sync_api import sync_playwright
+
+    write_plan(_plan(http_url, fail=True))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
+    evidence = pytester.path / "evidence" / "release"
+    report = evidence / "runs" / _latest(evidence) / "report.html"
+    shot = Path(__file__).parent / "screenshots" / "release-report.png"
+    shot.parent.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(report.as_uri())
+            banner = page.locator("#release-banner")
+            assert banner.is_visible()
+            assert banner.inner_text() == "BLOCKED: shop 1.0.0"
+            assert page.title().startswith("Release report: shop 1.0.0")
+            stages = page.locator("#release-stages")
+            assert stages.is_visible() and "pre_release" in stages.inner_text()
+            row = page.locator("#release-attention a", has_text="pre_release::service_validation::health[api]")
+            assert row.is_visible()
+            href = row.get_attribute("href")
+            assert href is not None
+            record = json.loads((report.parent / href).read_text())
+            assert record["record"] == "check" and record["verdict"] == "failed"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
