@@ -33,5 +33,7 @@ status=$?
 set -e
 echo
 echo "release $version: pytest exit code $status"
-echo "reports: $here/evidence/release/reports/ (junit.xml, report.html)"
+run=$(cat "$here/evidence/release/LATEST")
+echo "evidence: $here/evidence/release/runs/$run (report.html, junit.xml, summary.json, manifest.json)"
+"$py" -m pytest_release verify "$here/evidence/release" --run "$run"
 exit $status
