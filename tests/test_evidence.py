@@ -262,3 +262,17 @@ def test_html_report_opens_with_the_release_summary_in_chromium(
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+
+
+def test_xdist_records_come_from_the_controller(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                http_url: str) -> None:
+    write_plan(_plan(http_url, fail=True))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-n", "2").ret == 1
+    evidence = pytester.path / "evidence" / "release"
+    run = _latest(evidence)
+    records = [json.loads(p.read_text()) for p in (evidence / "validation/gates" / run).rglob("*/*/*.json")]
+    assert len(records) == 8
+    assert {r["worker"] for r in records} <= {"gw0", "gw1"}
+    assert sorted(r["verdict"] for r in records).count("failed") == 1
+    assert len(list(evidence.glob("runs/*/manifest.json"))) == 1
+    assert _verify(evidence).returncode == 0
