@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -157,14 +158,31 @@ def cmd_deploy(state: State, args: argparse.Namespace) -> str:
         raise CtlError(f"{state.current} exists and is not a symlink; refusing to replace it")
     state.var.mkdir(parents=True, exist_ok=True)
     previous = _deployed(state)
-    tmp = state.var / f".current.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(release, state.var), tmp)
-    os.replace(tmp, state.current)
+    _switch(state.current, release, state.var)
+    # The live config is the operator's copy of the release's config, in var/config.
+    live = state.var / "config"
+    live.mkdir(exist_ok=True)
+    for source in sorted((release / "config").iterdir()):
+        temp = live / f".{source.name}.tmp"
+        shutil.copy2(source, temp)
+        os.replace(temp, live / source.name)
     message = f"deployed {version} (previous: {previous or 'none'})"
+    migration = release / "migrate.sql"
+    if migration.is_file():
+        with closing(sqlite3.connect(state.db)) as conn, conn:
+            conn.executescript(migration.read_text(encoding="utf-8"))
+        message += f"; ran {migration.name}"
     if _running_pid(state) is not None:
         message += "; the running service still serves the old release until restarted"
     return message
+
+
+def _switch(link: Path, target: Path, var: Path) -> None:
+    """Point the symlink *link* at *target* atomically (relative to *var*)."""
+    tmp = var / f".{link.name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, var), tmp)
+    os.replace(tmp, link)
 
 
 def cmd_start(state: State, args: argparse.Namespace) -> str:
@@ -180,7 +198,7 @@ def cmd_start(state: State, args: argparse.Namespace) -> str:
         raise CtlError(f"port {port} on {HOST} is already in use")
     command = [
         sys.executable, str(SERVICE),
-        "--release", str(state.current), "--db", str(state.db),
+        "--release", str(state.current), "--db", str(state.db), "--config", str(state.var / "config"),
         "--pidfile", str(state.pidfile), "--host", HOST, "--port", str(port),
     ]
     with open(state.log, "ab") as log:

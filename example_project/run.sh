@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The example, end to end: set up .venv with pytest-release, create the shop's database, deploy a
-# release, start the service on 127.0.0.1:18080, run the release plan, stop the service.
+# The example, end to end, as a release engineer would run it:
+#   1. set up .venv with pytest-release; create the shop's database; deploy release 1.0.0 and
+#      start the shop service on 127.0.0.1:18080 (what production runs today);
+#   2. pytest --release-stage pre_release: checks, and the rollback_gate takes the backups;
+#   3. deploy the new release and restart the service;
+#   4. pytest --release-stage release --release-stage post_release: if a required gate fails,
+#      the plan's rollback procedures put 1.0.0, its data and its config back, and verify.
 #
-#   bash example_project/run.sh          # the good release 1.0.0: every required gate passes, exit 0
-#   bash example_project/run.sh bad      # release 1.1.0 (a missing migration): blocked, exit 1
+#   bash example_project/run.sh          # release 1.0.0 again: every gate passes, exit 0
+#   bash example_project/run.sh bad      # release 1.1.0 (a broken migration): rolled back, exit 1
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -18,22 +23,40 @@ if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet -e . >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
-py="$root/.venv/bin/python"
+export PATH="$root/.venv/bin:$PATH"    # python3 in the plan's commands is the venv's
 
 cd "$here"
-"$py" ctl.py stop >/dev/null
-"$py" ctl.py init-db
-"$py" ctl.py deploy "$version"
-"$py" ctl.py start
-trap '"$py" ctl.py stop' EXIT
+python3 ctl.py stop >/dev/null
+rm -rf var
+python3 ctl.py init-db
+python3 ctl.py deploy 1.0.0
+python3 ctl.py start
+trap 'python3 ctl.py stop' EXIT
 
+echo "== pre_release: checks and rollback readiness (backups) =="
 set +e
-"$py" -m pytest --release-plan release-plan.yaml -p no:cacheprovider
+python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider --release-stage pre_release
+status=$?
+set -e
+if [ $status -ne 0 ]; then
+    echo "pre_release failed (exit $status): not deploying"
+    exit $status
+fi
+
+echo "== deploying release $version =="
+python3 ctl.py stop
+python3 ctl.py deploy "$version"
+python3 ctl.py start
+
+echo "== release and post_release =="
+set +e
+python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider --release-stage release --release-stage post_release
 status=$?
 set -e
 echo
 echo "release $version: pytest exit code $status"
 run=$(cat "$here/evidence/release/LATEST")
 echo "evidence: $here/evidence/release/runs/$run (report.html, junit.xml, summary.json, manifest.json)"
-"$py" -m pytest_release verify "$here/evidence/release" --run "$run"
+python3 -m pytest_release verify "$here/evidence/release" --run "$run"
+echo "serving now: $(python3 ctl.py status | tr '\n' ' ')"
 exit $status

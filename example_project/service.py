@@ -49,18 +49,20 @@ class Release:
     error: str | None = None
 
 
-def load_release(path: Path) -> Release:
-    """Read ``VERSION``, ``config/app.yaml`` and ``config/features.json`` from *path*.
+def load_release(path: Path, config_dir: Path | None = None) -> Release:
+    """Read ``VERSION`` from *path*, and ``app.yaml`` and ``features.json`` from *config_dir*
+    (default: the release's own ``config/``; an operator's live copy of it when given).
 
     Never raises for a broken release: the first problem found goes into
     ``Release.error`` so that ``/healthz`` can report it.
     """
     release = Release(path=path)
+    config_dir = config_dir or path / "config"
     try:
         release.version = (path / "VERSION").read_text(encoding="utf-8").strip() or None
         if release.version is None:
             raise ValueError("VERSION is empty")
-        config = yaml.safe_load((path / "config" / "app.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((config_dir / "app.yaml").read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise ValueError("config/app.yaml is not a mapping")
         database = config.get("database") or {}
@@ -69,7 +71,7 @@ def load_release(path: Path) -> Release:
             raise ValueError(f"config/app.yaml: invalid database.table {table!r}")
         release.table = table
         release.db_timeout = float(database.get("timeout_seconds", release.db_timeout))
-        features = json.loads((path / "config" / "features.json").read_text(encoding="utf-8"))
+        features = json.loads((config_dir / "features.json").read_text(encoding="utf-8"))
         if not isinstance(features, dict):
             raise ValueError("config/features.json is not an object")
         release.features = features
@@ -181,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tiny shop HTTP service.")
     parser.add_argument("--release", required=True, type=Path, help="release directory")
     parser.add_argument("--db", required=True, type=Path, help="SQLite database file")
+    parser.add_argument("--config", type=Path, help="config directory (default: RELEASE/config)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=18080, help="port (default: %(default)s)")
     parser.add_argument("--pidfile", type=Path, help="write the pid here while running")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    release = load_release(args.release)
+    release = load_release(args.release, args.config)
     if release.error:
         log.error("%s (serving anyway, /healthz will fail)", release.error)
     if not args.db.is_file():

@@ -97,6 +97,8 @@ class EvidenceTree:
     root: Path
     run_id: str
     written: dict[str, str] = field(default_factory=dict)
+    #: Runs that never sealed whose files this run took into its manifest (a resumed rollback).
+    adopted: dict[str, list[str]] = field(default_factory=dict)
 
     def create(self) -> None:
         """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
@@ -139,6 +141,19 @@ class EvidenceTree:
             self.written[rel] = hashlib.sha256(data).hexdigest()
             return target
         return self.write_bytes(target, data)
+
+    def adopt(self, run_id: str) -> None:
+        """Take the files of ``run_id``, a run killed before it could seal its evidence, into this
+        run's manifest as they are now (this run resumed its rollback), and say so."""
+        if (self.root / RUNS / run_id / MANIFEST).exists():
+            return
+        taken = []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file() and run_id in p.relative_to(self.root).parts):
+            rel = self.relative(path)
+            if rel not in self.written and not path.name.endswith(".tmp"):
+                self.written[rel] = sha256_path(path)
+                taken.append(rel)
+        self.adopted[run_id] = taken
 
     def seal(self, metadata: Mapping[str, Any]) -> tuple[Path, str]:
         """Write the run's manifest and point ``LATEST`` at it; (manifest path, its SHA-256).

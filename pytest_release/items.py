@@ -57,7 +57,7 @@ class StageNode(pytest.Collector):
     def collect(self) -> Iterator[GateNode]:
         plan_file = self.parent
         assert isinstance(plan_file, PlanFile)
-        for gate in plan_file.plan.gates_in(self.stage):
+        for gate in plan_file.plan.stage_gates(self.stage):
             yield GateNode.from_parent(self, name=gate.name, gate=gate)
 
     def reportinfo(self) -> tuple[str, int, str]:
@@ -84,7 +84,8 @@ class GateNode(pytest.Collector):
             if kind.judges:
                 pairs = [(t, t.name) for t in plan.targets_for(self.gate, spec, kinds)]
             else:
-                label = command_label(dict(spec.params)) if spec.kind == "command" else ""
+                label = (command_label(dict(spec.params)) if spec.kind == "command"
+                         else str(spec.params.get("procedure", "")))
                 pairs = [(None, redact(label, plan.secrets))]
             for target, suffix in pairs:
                 base = f"{spec.label}[{suffix}]" if suffix else spec.label

@@ -27,6 +27,8 @@ __all__ = ["CheckSpec", "Gate", "Plan", "Stage", "Target", "load_plan", "target_
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE = "evidence/release"
 STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
+#: The check kind of the rollback_gate's readiness checks (internal: not for plans to name).
+READINESS = "rollback_readiness"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class Stage:
     rollback: bool
     monitoring: bool
     mark: Mark
+    #: The release is deployed when this stage runs (default: every stage but the first). A
+    #: required gate failing in a deployed stage fires validation_failure; before, it blocks.
+    deployed: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,39 @@ class Gate:
     mark: Mark
 
 
+@dataclass(frozen=True)
+class Step:
+    """A rollback step: its name in the procedure and the action it resolves to (``None``: none)."""
+
+    procedure: str
+    name: str
+    index: int
+    action: str | None
+    params: Mapping[str, Any]
+    mark: Mark
+
+    @property
+    def id(self) -> str:
+        return f"{self.procedure}::{self.name}"
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: str
+    steps: tuple[Step, ...]
+    timeout: float
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    action: str
+    timeout: float
+    procedures: tuple[str, ...] | None
+    mark: Mark
+
+
 @dataclass
 class Plan:
     path: Path
@@ -92,6 +130,10 @@ class Plan:
     not_acted_on: list[str] = field(default_factory=list)
     #: The plan's sections as loaded (plain data, ``${env:...}`` values substituted).
     data: dict[str, Any] = field(default_factory=dict, repr=False)
+    procedures: list[Procedure] = field(default_factory=list)
+    triggers: dict[str, Trigger] = field(default_factory=dict)
+    #: The strategy's gates by name (validation_gate, rollback_gate, monitoring_gate): required, timeout.
+    strategy_gates: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -135,6 +177,21 @@ class Plan:
         if not stage.validation:
             return []
         return [g for g in self.gates if g.stages is None or stage.name in g.stages]
+
+    def readiness_gate(self, stage: Stage) -> Gate | None:
+        """The strategy's rollback_gate in ``stage``: one readiness check per rollback procedure
+        (it takes backups in a stage before the release is deployed)."""
+        if not stage.rollback or "rollback_gate" not in self.strategy_gates or not self.procedures:
+            return None
+        required, timeout = self.strategy_gates["rollback_gate"]
+        checks = tuple(CheckSpec(READINESS, {"procedure": p.name, "take_backups": not stage.deployed},
+                                 "readiness", p.mark) for p in self.procedures)
+        return Gate("rollback_gate", checks, timeout, required, None, None, self.procedures[0].mark)
+
+    def stage_gates(self, stage: Stage) -> list[Gate]:
+        """Every gate that runs in ``stage``: the rollback_gate first, then the validation gates."""
+        readiness = self.readiness_gate(stage)
+        return ([readiness] if readiness else []) + self.gates_in(stage)
 
     def targets_for(self, gate: Gate, check: CheckSpec, kinds: Mapping[str, CheckKind]) -> list[Target]:
         """The targets ``check`` judges in ``gate``: the gate's targets (all by default) it can judge."""
@@ -363,6 +420,16 @@ class _Semantics:
                     self.doc.add(("rollback", "triggers", ti, "procedures", pi),
                                  f"no rollback procedure named {pname!r}{did_you_mean(pname, procedures)}")
         gates = [g.get("name") for _, g in _items(_section(self.data, "validation", "gates"))]
+        for pi, proc in _items(_section(self.data, "rollback", "procedures")):
+            specs = [(("actions", k), v) for k, v in (proc.get("actions") or {}).items() if isinstance(v, dict)]
+            specs += [(("steps", si), next(iter(s.values()))) for si, s in enumerate(proc.get("steps") or [])
+                      if isinstance(s, dict) and len(s) == 1 and isinstance(next(iter(s.values())), dict)]
+            for where, spec in specs:
+                verify = spec.get("verify")
+                for gi, gname in enumerate((verify or {}).get("gates") or [] if isinstance(verify, dict) else []):
+                    if isinstance(gname, str) and gname not in gates:
+                        self.doc.add(("rollback", "procedures", pi) + where + ("verify", "gates", gi),
+                                     f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
         for mi, metric in _items(_section(self.data, "validation", "metrics")):
             for gi, gname in enumerate(metric.get("gates") or []):
                 if isinstance(gname, str) and gname not in gates:
@@ -375,6 +442,10 @@ class _Semantics:
                 self.doc.add(("monitoring", "alerts", ai, "metric"),
                              f"no monitoring metric named {mname!r}{did_you_mean(mname, metrics)}")
         strategy_gates = [g.get("name") for _, g in _items(_section(self.data, "strategy", "gates"))]
+        procedures_ = _section(self.data, "rollback", "procedures")
+        if "rollback_gate" in strategy_gates and not procedures_:
+            self.doc.add(("strategy", "gates"), "strategy.gates has a rollback_gate but rollback.procedures "
+                                                "defines no procedure to be ready")
         if gates and "validation_gate" not in strategy_gates and isinstance(self.data.get("strategy"), dict):
             self.doc.add(("strategy", "gates"), "validation.gates are defined but strategy.gates has no "
                                                 "validation_gate, so they would never run")
@@ -390,7 +461,7 @@ class _Semantics:
         default_required = vgate.get("required", True)
         stages = [
             Stage(s["name"], i, s.get("validation", True), s.get("rollback", True), s.get("monitoring", True),
-                  self.doc.mark(("strategy", "stages", i)))
+                  self.doc.mark(("strategy", "stages", i)), s.get("deployed", i > 0))
             for i, s in _items(_section(data, "strategy", "stages"))
         ]
         targets = {
@@ -412,6 +483,15 @@ class _Semantics:
                     name=str(release.get("name") or path.stem), version=str(release.get("version", "")),
                     evidence=release.get("evidence"), stages=stages, targets=targets, gates=gates,
                     secrets=frozenset(self.doc.secrets), data=data)
+        plan.strategy_gates = {name: (g.get("required", True), parse_duration(g.get("timeout", DEFAULT_TIMEOUT)))
+                               for name, g in strategy_gates.items()}
+        plan.procedures = [self._procedure(i, p) for i, p in _items(_section(data, "rollback", "procedures"))]
+        plan.triggers = {
+            t["name"]: Trigger(t["name"], t.get("action", "rollback"), parse_duration(t.get("timeout", DEFAULT_TIMEOUT)),
+                               tuple(t["procedures"]) if "procedures" in t else None,
+                               self.doc.mark(("rollback", "triggers", i)))
+            for i, t in _items(_section(data, "rollback", "triggers"))
+        }
         plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
         return plan
 
@@ -424,16 +504,26 @@ class _Semantics:
             specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,))))
         return tuple(specs)
 
+    def _procedure(self, index: int, entry: Mapping[str, Any]) -> Procedure:
+        path = ("rollback", "procedures", index)
+        actions = entry.get("actions") or {}
+        steps = []
+        for si, item in enumerate(entry["steps"]):
+            name, spec = (item, actions.get(item)) if isinstance(item, str) else next(iter(item.items()))
+            if spec is None and name == "verify":
+                spec = {"verify": {}}
+            action, params = next(iter(spec.items())) if spec else (None, {})
+            steps.append(Step(entry["name"], name, si, action, dict(params or {}), self.doc.mark(path + ("steps", si))))
+        return Procedure(entry["name"], tuple(steps), parse_duration(entry.get("timeout", DEFAULT_TIMEOUT)),
+                         self.doc.mark(path))
+
     def _not_acted_on(self, stages: list[Stage], strategy_gates: Mapping[str, Any]) -> list[str]:
         notes = []
-        for gate, flag, what in (("rollback_gate", "rollback", "rollback readiness is not checked"),
-                                 ("monitoring_gate", "monitoring", "monitoring windows are not sampled")):
+        for gate, flag, what in (("monitoring_gate", "monitoring", "monitoring windows are not sampled"),):
             on = [s.name for s in stages if getattr(s, flag)]
             if gate in strategy_gates and on:
                 notes.append(f"strategy.gates {gate} (stages {', '.join(on)}): {what} by this version")
         sections = {
-            ("rollback", "triggers"): "a failed required gate does not fire triggers or roll back yet",
-            ("rollback", "procedures"): "rollback procedures are validated, not run, by this version",
             ("validation", "metrics"): "validation metrics are not sampled by this version",
             ("monitoring", "metrics"): "monitoring metrics are not sampled by this version",
             ("monitoring", "alerts"): "alerts are not evaluated by this version",
@@ -442,6 +532,9 @@ class _Semantics:
             ("automation", "tasks"): "periodic tasks are not run by this version",
             ("automation", "workflows"): "workflows are not runnable in this version",
         }
+        triggers = [t.get("name") for _, t in _items(_section(self.data, "rollback", "triggers"))]
+        if "monitoring_failure" in triggers:
+            notes.append("rollback.triggers (monitoring_failure): never fires: monitoring is not run by this version")
         for keys, what in sections.items():
             entries = _section(self.data, *keys)
             if entries:

@@ -22,9 +22,12 @@ from . import __version__
 from .checks import BUILTIN_KINDS, CheckKind
 from .items import BLOCKED, DEADLINE, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
-from .plan import DEFAULT_EVIDENCE, Plan, load_plan
+from .plan import DEFAULT_EVIDENCE, READINESS, Plan, load_plan
 from .problems import PlanError
 from .recorder import Recorder
+from .rollback.controller import RollbackController, hook_caller
+from .rollback.journal import find_unfinished
+from .rollback.runner import readiness_kind
 from .runstate import Record, RunState
 from .secrets import redact
 from .units import format_duration
@@ -33,7 +36,9 @@ from .units import format_duration
 #: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.
 GRACE = 1.0
 STATE_KEY = "pytest_release_state_dir"
+SKIP_KEY = "pytest_release_skip_all"
 RECORDER = "pytest-release-recorder"
+ROLLBACK = "pytest-release-rollback"
 
 
 @dataclass
@@ -43,6 +48,8 @@ class Settings:
     plan: Path
     stages: tuple[str, ...] | None
     evidence_dir: Path
+    manual_rollback: bool = False
+    rollback_on_interrupt: bool = True
 
 
 @dataclass
@@ -53,9 +60,17 @@ class Session:
     state: RunState
     owns_state: bool
     items: list[CheckItem]
+    #: Why no check of this run runs (a manual rollback, or resuming an interrupted one).
+    skip_all: str = ""
 
 
 SESSION = pytest.StashKey[Session]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,9 +82,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--release-evidence-dir", metavar="DIR",
                     help="where evidence goes (default: the plan's release.evidence, else "
                          f"{DEFAULT_EVIDENCE}). ini: release_evidence_dir")
+    group.addoption("--release-rollback", action="store_true",
+                    help="fire the plan's manual_trigger: run its rollback procedures, not its gates")
+    group.addoption("--release-rollback-on-interrupt", choices=("yes", "no"), default=None,
+                    help="after Ctrl-C, still roll back if a required gate had failed (default: yes). "
+                         "ini: release_rollback_on_interrupt")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
     parser.addini("release_evidence_dir", "evidence directory (see --release-evidence-dir)")
+    parser.addini("release_rollback_on_interrupt", "roll back after Ctrl-C (see --release-rollback-on-interrupt)",
+                  type="bool", default=True)
 
 
 def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Settings | None:
@@ -81,8 +103,12 @@ def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Setting
     evidence = (config.getoption("release_evidence_dir") or config.getini("release_evidence_dir")
                 or (plan.evidence if plan else None) or DEFAULT_EVIDENCE)
     invocation = config.invocation_params.dir
+    on_interrupt = config.getoption("release_rollback_on_interrupt")
     return Settings(plan=(invocation / plan_value).resolve(), stages=tuple(stages) if stages else None,
-                    evidence_dir=(invocation / evidence).resolve())
+                    evidence_dir=(invocation / evidence).resolve(),
+                    manual_rollback=bool(config.getoption("release_rollback")),
+                    rollback_on_interrupt=(on_interrupt == "yes") if on_interrupt
+                    else bool(config.getini("release_rollback_on_interrupt")))
 
 
 def _display(path: Path, base: Path) -> str:
@@ -109,25 +135,29 @@ def pytest_configure(config: pytest.Config) -> None:
                                 f"stages: {', '.join(names)}")
     settings = resolve_settings(config, plan)
     assert settings is not None
+    if settings.manual_rollback and "manual_trigger" not in plan.triggers:
+        raise pytest.UsageError(f"--release-rollback: {plan.display} has no manual_trigger in rollback.triggers")
+    kinds[READINESS] = readiness_kind(plan, hook_caller(config))
     for stage in plan.stages:
         config.addinivalue_line("markers", f"{stage.name}: checks of release stage {stage.name}")
     for gate in plan.gates:
         config.addinivalue_line("markers", f"{gate.name}: checks of validation gate {gate.name}")
+    config.addinivalue_line("markers", "rollback_gate: rollback readiness checks (strategy gate rollback_gate)")
     for kind in kinds.values():
         config.addinivalue_line("markers", f"{kind.name}: {kind.description}")
 
     worker_input = getattr(config, "workerinput", None)
+    skip_all = ""
     if worker_input is not None:
         state = RunState(Path(worker_input[STATE_KEY]), wait_for_others=True)
         owns = False
+        skip_all = worker_input.get(SKIP_KEY, "")
     else:
         state = RunState(Path(tempfile.mkdtemp(prefix="pytest-release-")), wait_for_others=False)
         owns = True
         if not config.option.collectonly:
-            tree = EvidenceTree(settings.evidence_dir, new_run_id())
-            _default_reports(config, tree)
-            config.pluginmanager.register(Recorder(config, plan, tree, settings.stages), RECORDER)
-    config.stash[SESSION] = Session(settings, plan, kinds, state, owns, [])
+            skip_all = _start_evidence_and_rollback(config, settings, plan, kinds)
+    config.stash[SESSION] = Session(settings, plan, kinds, state, owns, [], skip_all)
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -135,6 +165,27 @@ def pytest_configure(config: pytest.Config) -> None:
     elif not any(Path(config.invocation_params.dir, a.split("::")[0]).resolve() == settings.plan
                  for a in config.args):
         config.args.append(plan_arg)
+
+
+def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan: Plan,
+                                 kinds: dict[str, CheckKind]) -> str:
+    """On the controller: the recorder (evidence) and the rollback controller; why no check runs
+    if this run is a manual rollback or resumes an interrupted one."""
+    tree = EvidenceTree(settings.evidence_dir, new_run_id())
+    _default_reports(config, tree)
+    recorder = Recorder(config, plan, tree, settings.stages)
+    config.pluginmanager.register(recorder, RECORDER)
+    resume = find_unfinished(settings.evidence_dir / "rollback" / "procedures")
+    if resume is not None and resume.start.get("trigger") not in plan.triggers:
+        resume = None
+    controller = RollbackController(config, plan, kinds, tree, recorder, manual=settings.manual_rollback,
+                                    on_interrupt=settings.rollback_on_interrupt, resume=resume)
+    config.pluginmanager.register(controller, ROLLBACK)
+    if resume is not None:
+        return f"not run: this run resumes the rollback interrupted in run {resume.run_id}"
+    if settings.manual_rollback:
+        return "not run: --release-rollback asks for a rollback, not for the gates"
+    return ""
 
 
 def _default_reports(config: pytest.Config, tree: EvidenceTree) -> None:
@@ -153,12 +204,14 @@ def pytest_configure_node(node: Any) -> None:
     session = node.config.stash.get(SESSION, None)
     if session is not None:
         node.workerinput[STATE_KEY] = str(session.state.directory)
+        node.workerinput[SKIP_KEY] = session.skip_all
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    recorder = config.pluginmanager.get_plugin(RECORDER)
-    if recorder is not None:
-        config.pluginmanager.unregister(recorder)
+    for name in (RECORDER, ROLLBACK):
+        plugin = config.pluginmanager.get_plugin(name)
+        if plugin is not None:
+            config.pluginmanager.unregister(plugin)
     session = config.stash.get(SESSION, None)
     if session is not None and session.owns_state:
         shutil.rmtree(session.state.directory, ignore_errors=True)
@@ -217,7 +270,7 @@ def _blocked_reason(release: Session, item: CheckItem) -> str | None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     release = item.config.stash.get(SESSION, None)
     if release is not None and isinstance(item, CheckItem):
-        reason = _blocked_reason(release, item)
+        reason = release.skip_all or _blocked_reason(release, item)
         if reason:
             item.stash[BLOCKED] = redact(reason, release.plan.secrets)
         deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
@@ -300,6 +353,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"{plan.title}: errors stopped the run", red=True, bold=True)
     else:
         tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
+    recorder = config.pluginmanager.get_plugin(RECORDER)
+    rollback = recorder.rollback if recorder is not None else None
+    if rollback is not None:
+        resumed = f" (resumed the rollback of run {rollback.resumed_from})" if rollback.resumed_from else ""
+        if rollback.outcome == "rolled_back":
+            tr.write_line(f"ROLLED BACK{resumed}: {rollback.trigger}: every step passed and verify passed",
+                          yellow=True, bold=True)
+        else:
+            step = rollback.failed_step
+            tr.write_line(f"ROLLBACK FAILED{resumed}: THE SYSTEM MAY BE INCONSISTENT", red=True, bold=True)
+            if step is not None:
+                tr.write_line(f"  step {step.key} ({step.action}) failed: {redact(step.result.summary, plan.secrets)}",
+                              red=True)
+                for line in step.result.details[-20:]:
+                    tr.write_line(f"    {redact(line, plan.secrets)}")
     for report in failed:
         tr.write_line(f"FAILED   {_shown(plan, report)}: {_prop(report, 'summary') or _first_line(report)}")
     for report in warned:

@@ -25,11 +25,16 @@ import pytest
 from . import __version__
 from .evidence import EvidenceTree, utc_iso
 from .plan import Plan
-from .records import SCHEMA_VERSION
+from .records import SCHEMA_VERSION, gate_verdict
 from .secrets import redact, redact_value
+from .rollback.runner import RollbackResult
 from .summary import CheckOutcome, RunSummary, render_html, render_markdown, summarize
 
-__all__ = ["Recorder"]
+__all__ = ["ROLLBACK_FAILED", "Recorder"]
+
+#: The exit code of a run whose rollback failed (pytest's own codes are 0 to 5): the system may be
+#: inconsistent and someone must look. A rolled-back run exits 1, like a blocked one.
+ROLLBACK_FAILED = 6
 
 SECTION_CONFIG = {"validation": "validation/config", "rollback": "rollback/config",
                   "monitoring": "monitoring/config", "analytics": "analytics/config",
@@ -60,6 +65,8 @@ class Recorder:
         self.started = time.time()
         self.summary: RunSummary | None = None
         self.manifest: tuple[Path, str] | None = None
+        self.rollback: RollbackResult | None = None
+        self.journal: Path | None = None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -104,7 +111,8 @@ class Recorder:
         outcome.measured = _json(props.get("measured"), {})
         outcome.expected = _json(props.get("expected"), {})
         outcome.params = _json(props.get("release_params"), {})
-        path = self.tree.path("validation/gates", outcome.stage, outcome.gate, f"{outcome.name}.json")
+        folder = "gates" if outcome.gate == "rollback_gate" else "validation/gates"
+        path = self.tree.path(folder, outcome.stage, outcome.gate, f"{outcome.name}.json")
         record = {**self.envelope("check"), "nodeid": outcome.nodeid, "stage": outcome.stage,
                   "gate": outcome.gate, "check": outcome.name, "kind": outcome.kind, "target": outcome.target,
                   "required": outcome.required, "params": outcome.params, "measured": outcome.measured,
@@ -113,12 +121,36 @@ class Recorder:
                   "duration_s": round(outcome.duration, 6), "worker": outcome.worker}
         outcome.record = self.tree.relative(self.write(path, record))
 
+    def record_rollback(self, result: RollbackResult, journal: Path) -> None:
+        """The trigger, each procedure and each step of a rollback, as records."""
+        self.rollback, self.journal = result, journal
+        for outcome in result.steps:
+            path = self.tree.path("rollback/procedures", *outcome.key.split("::")[:-1],
+                                  f"{outcome.step}.json")
+            self.write(path, {
+                **self.envelope("step"), "trigger": result.trigger, "procedure": outcome.procedure,
+                "step": outcome.step, "action": outcome.action, "verdict": outcome.verdict,
+                "summary": outcome.result.summary, "details": outcome.result.details,
+                "measured": outcome.result.measured, "start": utc_iso(outcome.start), "end": utc_iso(outcome.end),
+                "duration_s": round(outcome.end - outcome.start, 6)})
+        for name in result.procedures:
+            steps = [s for s in result.steps if s.procedure == name]
+            verdict = "failed" if any(s.verdict == "failed" for s in steps) else "passed"
+            self.write(self.tree.path("rollback/procedures", f"{name}.json"), {
+                **self.envelope("procedure"), "procedure": name, "trigger": result.trigger, "verdict": verdict,
+                "steps": [{"step": s.step, "action": s.action, "verdict": s.verdict} for s in steps]})
+        failed = result.failed_step
+        self.write(self.tree.path("rollback/triggers", f"{result.trigger}.json"), {
+            **self.envelope("trigger"), "trigger": result.trigger, "reason": result.reason,
+            "procedures": result.procedures, "outcome": result.outcome, "resumed_from": result.resumed_from,
+            "failed_step": failed.key if failed else None, "journal": self.tree.relative(journal)})
+
     # -- the end of the session -----------------------------------------------------------------
 
     def _summary(self, session: pytest.Session) -> RunSummary:
         status = int(session.exitstatus)
         if self.summary is None or self.summary.exit_status != status:
-            self.summary = summarize(self.plan, self.selected, self.outcomes, status)
+            self.summary = summarize(self.plan, self.selected, self.outcomes, status, self.rollback)
         return self.summary
 
     @pytest.hookimpl(optionalhook=True)
@@ -139,8 +171,14 @@ class Recorder:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
+        if self.rollback is not None and int(session.exitstatus) != 2:
+            session.exitstatus = ROLLBACK_FAILED if self.rollback.outcome == "rollback_failed" else 1
         result = yield  # pytest's JUnit XML and pytest-html's report are written in here
         summary = self._summary(session)
+        if self.journal is not None:
+            self.tree.add_file(self.journal, self.journal)
+        if self.rollback is not None and self.rollback.resumed_from:
+            self.tree.adopt(self.rollback.resumed_from)
         self._write_end_records(summary)
         self._copy_reports()
         self._github_summary(summary)
@@ -164,7 +202,8 @@ class Recorder:
                           "start": utc_iso(min(c.start for c in ran)) if ran else None,
                           "end": utc_iso(max(c.end for c in ran)) if ran else None,
                           "duration_s": round(gate.duration, 6)}
-                self.write(self.tree.path("validation/gates", stage.name, f"{gate.name}.json"), record)
+                folder = "gates" if gate.name == "rollback_gate" else "validation/gates"
+                self.write(self.tree.path(folder, stage.name, f"{gate.name}.json"), record)
             self._strategy_gates(stage)
         stages = [{"name": s.name, "verdict": s.verdict, "reason": s.reason,
                    "gates": [{"name": g.name, "verdict": g.verdict} for g in s.gates]} for s in summary.stages]
@@ -191,8 +230,13 @@ class Recorder:
             record = {**self.envelope("strategy_gate"), "stage": stage.name, "gate": name,
                       "required": strategy[name].get("required", True)}
             if name == "validation_gate":
-                record.update(acted_on=True, verdict=stage.verdict if stage.verdict in ("passed", "failed")
-                              else "not_run", gates=[{"name": g.name, "verdict": g.verdict} for g in stage.gates])
+                validation = [g for g in stage.gates if g.name != "rollback_gate"]
+                record.update(acted_on=True, verdict=gate_verdict((g.verdict for g in validation), True)
+                              if validation else "not_run",
+                              gates=[{"name": g.name, "verdict": g.verdict} for g in validation])
+            elif name == "rollback_gate":
+                readiness = [g for g in stage.gates if g.name == "rollback_gate"]
+                record.update(acted_on=True, verdict=readiness[0].verdict if readiness else "not_run")
             else:
                 record.update(acted_on=False, verdict="not_run",
                               note=f"{name} is validated but not run by pytest-release {__version__}")
@@ -233,6 +277,7 @@ class Recorder:
             "versions": {"pytest": pytest.__version__, "pytest-release": __version__,
                          **_plugin_versions(("pytest-xdist", "pytest-html", "pytest-timeout", "pluggy"))},
             "time_scale": 1.0,
+            "adopted": self.tree.adopted,
             "options": redact_value(options, self.plan.secrets),
             "args": [redact(str(a), self.plan.secrets) for a in self.config.invocation_params.args],
         }

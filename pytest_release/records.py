@@ -25,7 +25,7 @@ _number = {"type": "number"}
 _verdict = {"enum": [*VERDICTS, "not_run"]}
 
 _ENVELOPE: dict[str, Any] = {
-    "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run"]},
+    "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step"]},
     "schema_version": {"const": SCHEMA_VERSION},
     "run_id": _string,
     "release": {"type": "object", "required": ["name", "version"],
@@ -69,16 +69,36 @@ STAGES = _record("stages", {
 }, ["stages"])
 
 RUN = _record("run", {
-    "outcome": {"enum": ["released", "passed", "blocked", "rolled_back", "rollback_failed", "error"]},
+    "outcome": {"enum": ["released", "passed", "blocked", "rolled_back", "rollback_failed", "interrupted",
+                         "error"]},
+    "rollback": {"type": ["object", "null"]},
     "banner": _string, "exit_status": {"type": "integer"}, "counts": {"type": "object"},
     "stages_run": {"type": "array"}, "start": _time, "end": _time, "duration_s": _number,
 }, ["outcome", "banner", "exit_status"])
+
+TRIGGER = _record("trigger", {
+    "trigger": _string, "reason": _string, "procedures": {"type": "array", "items": _string},
+    "outcome": {"enum": ["rolled_back", "rollback_failed"]}, "resumed_from": {"type": ["string", "null"]},
+    "failed_step": {"type": ["string", "null"]}, "journal": _string,
+}, ["trigger", "reason", "procedures", "outcome", "journal"])
+
+PROCEDURE = _record("procedure", {
+    "procedure": _string, "trigger": _string, "verdict": {"enum": ["passed", "failed"]},
+    "steps": {"type": "array", "items": {"type": "object", "required": ["step", "verdict"]}},
+}, ["procedure", "trigger", "verdict", "steps"])
+
+STEP = _record("step", {
+    "trigger": _string, "procedure": _string, "step": _string, "action": {"type": ["string", "null"]},
+    "verdict": {"enum": ["passed", "failed", "skipped"]}, "summary": _string,
+    "details": {"type": "array", "items": _string}, "measured": {"type": "object"},
+    "start": _time, "end": _time, "duration_s": _number,
+}, ["trigger", "procedure", "step", "verdict", "summary", "start", "end", "duration_s"])
 
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://pytest-release.invalid/record.schema.json",
     "title": "pytest-release evidence record",
-    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN],
+    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP],
 }
 
 

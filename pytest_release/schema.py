@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checks.base import CheckKind
+from .rollback.actions import ACTIONS, ActionKind
 from .units import DURATION_SCHEMA, THRESHOLD_SCHEMA
 
 __all__ = ["NAME_PATTERN", "plan_schema"]
@@ -72,8 +73,18 @@ def _nullable(params: Mapping[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def plan_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
-    """The whole plan's schema, with the parameters of ``kinds``."""
+def action_schema(actions: Mapping[str, ActionKind]) -> dict[str, Any]:
+    """A rollback action: a one-key mapping of action kind to its parameters."""
+    names_ = sorted(actions)
+    return {"type": "object", "minProperties": 1, "maxProperties": 1,
+            "propertyNames": {"enum": names_, "description": "a rollback action"},
+            "properties": {a: actions[a].params for a in names_},
+            "description": "an action: a one-key mapping of action kind to parameters"}
+
+
+def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind] | None = None) -> dict[str, Any]:
+    """The whole plan's schema, with the parameters of the check ``kinds`` and rollback ``actions``."""
+    actions = ACTIONS if actions is None else actions
     target = _obj(
         {
             "url": {"type": "string", "pattern": r"^https?://",
@@ -93,13 +104,22 @@ def plan_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
         description="a target: exactly one of url, tcp, sqlite, dsn, files, manifest",
     )
     stage = _obj({"name": name, "validation": {"type": "boolean"}, "rollback": {"type": "boolean"},
-                  "monitoring": {"type": "boolean"}}, ("name",))
+                  "monitoring": {"type": "boolean"}, "deployed": {"type": "boolean"}}, ("name",))
     strategy_gate = _obj({"name": {"enum": ["validation_gate", "rollback_gate", "monitoring_gate"],
                                    "description": "a strategy gate"},
                           "required": {"type": "boolean"}, "timeout": duration}, ("name",))
-    trigger = _obj({"name": name, "action": {"enum": ["rollback", "notify"], "description": "a trigger action"}, "timeout": duration,
-                    "procedures": names}, ("name",))
-    procedure = _obj({"name": name, "steps": _list_of(_named_or_mapping("a rollback step")),
+    trigger = _obj({"name": {"enum": ["validation_failure", "monitoring_failure", "manual_trigger"],
+                             "description": "a trigger"},
+                    "action": {"enum": ["rollback", "notify"], "description": "a trigger action"},
+                    "timeout": duration, "procedures": names}, ("name",))
+    action = action_schema(actions)
+    procedure = _obj({"name": name,
+                      "steps": {"type": "array", "minItems": 1, "items": {
+                          "if": {"type": "string"}, "then": name,
+                          "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                   "propertyNames": name, "additionalProperties": action},
+                          "description": "a step: a name, or a one-key mapping of name to its action"}},
+                      "actions": {"type": "object", "propertyNames": name, "additionalProperties": action},
                       "timeout": duration}, ("name", "steps"))
     gate = _obj(
         {
@@ -135,8 +155,7 @@ def plan_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
             "targets": {"type": "object", "propertyNames": name, "additionalProperties": target},
             "strategy": _obj({"stages": {**_list_of(stage), "minItems": 1},
                               "gates": _list_of(strategy_gate)}, ("stages",)),
-            "rollback": _obj({"triggers": _list_of(trigger), "procedures": _list_of(procedure),
-                              "actions": {"type": "object"}}),
+            "rollback": _obj({"triggers": _list_of(trigger), "procedures": _list_of(procedure)}),
             "validation": _obj({"gates": _list_of(gate), "metrics": _list_of(validation_metric)}),
             "monitoring": _obj({"metrics": _list_of(monitoring_metric), "alerts": _list_of(alert)}),
             "analytics": _obj({"metrics": _list_of(analytics_entry), "analysis": _list_of(analytics_entry),

@@ -13,6 +13,7 @@ from typing import Any
 
 from .plan import Plan
 from .records import gate_verdict
+from .rollback.runner import RollbackResult
 
 __all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "summarize"]
 
@@ -88,6 +89,7 @@ class RunSummary:
     outcome: str
     stages: list[StageSummary]
     exit_status: int
+    rollback: RollbackResult | None = None
 
     @property
     def banner(self) -> str:
@@ -99,7 +101,7 @@ class RunSummary:
 
 
 def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str, CheckOutcome],
-              exit_status: int) -> RunSummary:
+              exit_status: int, rollback: RollbackResult | None = None) -> RunSummary:
     """The run's summary from the plan and the outcomes of its checks (by node id)."""
     by_gate: dict[tuple[str, str], list[CheckOutcome]] = {}
     for outcome in outcomes.values():
@@ -107,13 +109,15 @@ def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str,
     stages = []
     for stage in plan.stages:
         gates = []
-        for gate in plan.gates_in(stage):
+        for gate in plan.stage_gates(stage):
             checks = by_gate.get((stage.name, gate.name), [])
             gates.append(GateSummary(gate.name, gate.required, gate.timeout,
                                      gate_verdict((c.verdict for c in checks), gate.required), checks))
         stages.append(_stage(stage.name, gates, selected))
     failed = any(s.verdict == "failed" for s in stages)
-    if exit_status == 2:
+    if rollback is not None:
+        outcome = rollback.outcome
+    elif exit_status == 2:
         outcome = "interrupted"
     elif failed:
         outcome = "blocked"
@@ -123,7 +127,7 @@ def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str,
         outcome = "released"
     else:
         outcome = "passed"
-    return RunSummary(plan.title, outcome, stages, exit_status)
+    return RunSummary(plan.title, outcome, stages, exit_status, rollback)
 
 
 def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) -> StageSummary:
@@ -179,6 +183,18 @@ def render_html(summary: RunSummary, link: Any) -> str:
             parts.append(f"<tr><td></td><td>{esc(gate.name)}{required}</td><td>{_badge(gate.verdict)}</td>"
                          f"<td align=right>{gate.duration:.2f}s</td><td>{esc(counts)}</td></tr>")
     parts.append("</table>")
+    if summary.rollback is not None:
+        rollback = summary.rollback
+        resumed = f" (resumed from run {esc(rollback.resumed_from)})" if rollback.resumed_from else ""
+        parts += [f"<h3>Rollback: {esc(rollback.trigger)}{resumed}</h3><p>{esc(rollback.reason)}</p>",
+                  '<table id="release-rollback" style="border-collapse:collapse">',
+                  "<tr><th align=left>step</th><th align=left>action</th><th align=left>verdict</th>"
+                  "<th align=right>duration</th><th align=left>summary</th></tr>"]
+        for step in rollback.steps:
+            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{esc(step.key)}</td>"
+                         f"<td>{esc(step.action or '-')}</td><td>{_badge(step.verdict)}</td>"
+                         f"<td align=right>{step.end - step.start:.2f}s</td><td>{esc(step.result.summary)}</td></tr>")
+        parts.append("</table>")
     attention = summary.attention()
     if attention:
         parts += ['<h3>Failed and warning checks: measured against expected</h3>',
@@ -206,6 +222,11 @@ def render_markdown(summary: RunSummary, evidence: str) -> str:
             lines.append(f"| {stage.name} | {gate.name} | {gate.verdict} | {gate.duration:.2f}s |")
         if not stage.gates:
             lines.append(f"| {stage.name} | | {stage.verdict} | |")
+    if summary.rollback is not None:
+        lines += ["", f"Rollback ({summary.rollback.trigger}): {summary.rollback.reason}", "",
+                  "| step | verdict | summary |", "| --- | --- | --- |"]
+        lines += [f"| `{s.key}` | {s.verdict} | {s.result.summary.replace('|', chr(92) + '|')} |"
+                  for s in summary.rollback.steps]
     attention = summary.attention()
     if attention:
         lines += ["", "| check | verdict | measured | expected |", "| --- | --- | --- | --- |"]

@@ -1,12 +1,21 @@
-"""The example project end to end: its real service process, its plan, a good and a bad release."""
+"""The example project end to end: its real service process, its plan, a good and a bad release.
+
+The flow is the one `example_project/run.sh` follows: release 1.0.0 runs; the pre_release stage
+checks it and takes the backups; the new release is deployed; the release and post_release
+stages judge it, and a failure rolls everything back."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,9 +23,32 @@ import pytest
 EXAMPLE = Path(__file__).parent.parent / "example_project"
 
 
+@dataclass
+class Example:
+    project: Path
+    port: int
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, str(self.project / "ctl.py"), *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def get(self, path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def prices(self) -> list[tuple[int, str, int]]:
+        with sqlite3.connect(self.project / "var" / "app.db") as conn:
+            return conn.execute("SELECT id, name, price_cents FROM items ORDER BY id").fetchall()
+
+
 @pytest.fixture
-def example(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """A copy of the example project whose plan points at a free port; the service stopped after."""
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Example]:
+    """A copy of the example project whose plan uses a free port; the service stopped after."""
     project = tmp_path / "example_project"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("var", "evidence", "__pycache__"))
     with socket.socket() as sock:
@@ -24,55 +56,88 @@ def example(tmp_path: Path) -> Iterator[tuple[Path, int]]:
         port = sock.getsockname()[1]
     plan = project / "release-plan.yaml"
     plan.write_text(plan.read_text().replace("18080", str(port)))
-    yield project, port
+    # The plan's commands run python3: the one running these tests, with PyYAML.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    example = Example(project, port)
+    example.ctl("init-db")
+    example.ctl("deploy", "1.0.0")
+    example.ctl("start", "--port", str(port))
+    yield example
     subprocess.run([sys.executable, str(project / "ctl.py"), "stop"], capture_output=True)
 
 
-def _deploy_and_run(pytester: pytest.Pytester, project: Path, port: int, version: str) -> pytest.RunResult:
-    ctl = [sys.executable, str(project / "ctl.py")]
-    for args in (["init-db"], ["deploy", version], ["start", "--port", str(port)]):
-        subprocess.run(ctl + args, check=True, capture_output=True)
+def _run(pytester: pytest.Pytester, example: Example, *stages: str) -> pytest.RunResult:
     pytester.chdir()
-    return pytester.runpytest_subprocess("--release-plan", str(project / "release-plan.yaml"),
-                                         "--release-evidence-dir", "evidence", "-v")
+    args = ["--release-plan", str(example.project / "release-plan.yaml"), "--release-evidence-dir", "evidence", "-v"]
+    for stage in stages:
+        args += ["--release-stage", stage]
+    return pytester.runpytest_subprocess(*args)
 
 
-def test_good_release_passes_every_gate(pytester: pytest.Pytester, example: tuple[Path, int]) -> None:
-    project, port = example
-    result = _deploy_and_run(pytester, project, port, "1.0.0")
-    assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*::pre_release::artifact_validation::integrity?dist? PASSED*",
-        "*::pre_release::artifact_validation::syntax?conf? PASSED*",
+def _release(pytester: pytest.Pytester, example: Example, version: str) -> pytest.RunResult:
+    before = _run(pytester, example, "pre_release")
+    assert before.ret == 0, before.stdout.str()
+    before.stdout.fnmatch_lines(["*::pre_release::rollback_gate::readiness?data_rollback? PASSED*",
+                                 "*::pre_release::data_validation::integrity?dist? PASSED*"])
+    example.ctl("stop")
+    example.ctl("deploy", version)
+    example.ctl("start", "--port", str(example.port))
+    return _run(pytester, example, "release", "post_release")
+
+
+def test_good_release_passes_every_gate(pytester: pytest.Pytester, example: Example) -> None:
+    after = _release(pytester, example, "1.0.0")
+    assert after.ret == 0, after.stdout.str()
+    after.stdout.fnmatch_lines([
         "*::release::service_validation::health?api? PASSED*",
-        "*::post_release::data_validation::command?catalogue-not-empty? PASSED*",
+        "*::post_release::data_validation::command?catalogue-sane? PASSED*",
         "*::post_release::version_report::health-version?api? PASSED*",
         "*shop: every required gate that ran passed*",
-        "*12 passed*",
     ])
-    run = (pytester.path / "evidence" / "LATEST").read_text().strip()
-    assert (pytester.path / "evidence" / "runs" / run / "junit.xml").is_file()
-    assert (pytester.path / "evidence" / "runs" / run / "report.html").is_file()
+    assert "pytest-release rollback" not in after.stdout.str()
+    evidence = pytester.path / "evidence"
+    assert len(list(evidence.glob("runs/*/manifest.json"))) == 2
 
 
-def test_bad_release_is_blocked(pytester: pytest.Pytester, example: tuple[Path, int]) -> None:
-    project, port = example
-    result = _deploy_and_run(pytester, project, port, "1.1.0")
-    assert result.ret == 1
-    result.stdout.fnmatch_lines([
-        "*::pre_release::artifact_validation::integrity?dist? PASSED*",
+def test_bad_release_is_rolled_back_and_proven(pytester: pytest.Pytester, example: Example) -> None:
+    prices = example.prices()
+    config = (example.project / "var" / "config" / "app.yaml").read_bytes()
+    after = _release(pytester, example, "1.1.0")
+    assert after.ret == 1, after.stdout.str()
+    after.stdout.fnmatch_lines([
         "*::release::service_validation::health?api? FAILED*",
-        "*answered 503, expected 200*",
-        "*no such table: items_v2*",
-        "*SKIPPED  stage post_release not run: required gate release::service_validation failed*",
+        "*pytest-release rollback*",
+        "*::rollback::data_rollback::backup PASSED*",
+        "*::rollback::data_rollback::revert PASSED*",
+        "*::rollback::data_rollback::verify PASSED*",
+        "*::rollback::config_rollback::revert PASSED*",
+        "*::rollback::service_rollback::stop PASSED*",
+        "*::rollback::service_rollback::revert PASSED*",
+        "*::rollback::service_rollback::start PASSED*",
+        "*::rollback::verify PASSED*",
+        "*ROLLED BACK: validation_failure: every step passed and verify passed*",
     ])
+    assert example.get("/version") == (200, {"version": "1.0.0"})
+    assert example.get("/healthz")[0] == 200
+    assert example.prices() == prices
+    assert (example.project / "var" / "config" / "app.yaml").read_bytes() == config
+    evidence = pytester.path / "evidence"
+    run = (evidence / "LATEST").read_text().strip()
+    summary = json.loads((evidence / "runs" / run / "summary.json").read_text())
+    assert summary["outcome"] == "rolled_back" and summary["banner"] == "ROLLED BACK"
+    trigger = json.loads((evidence / "rollback" / "triggers" / run / "validation_failure.json").read_text())
+    assert trigger["outcome"] == "rolled_back"
+    steps = [json.loads(p.read_text()) for p in (evidence / "rollback" / "procedures" / run).rglob("*.json")
+             if json.loads(p.read_text())["record"] == "step"]
+    assert len(steps) == 11 and all(s["verdict"] == "passed" for s in steps)
+    assert subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(evidence)]).returncode == 0
 
 
-def test_tampered_release_fails_integrity(pytester: pytest.Pytester, example: tuple[Path, int]) -> None:
-    project, port = example
-    config = project / "releases" / "1.0.0" / "config" / "app.yaml"
+def test_tampered_release_is_blocked_before_the_deploy(pytester: pytest.Pytester, example: Example) -> None:
+    config = example.project / "releases" / "1.0.0" / "config" / "app.yaml"
     config.write_text(config.read_text().replace("discounts: true", "discounts: false"))
-    result = _deploy_and_run(pytester, project, port, "1.0.0")
+    result = _run(pytester, example, "pre_release")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*integrity?dist? FAILED*",
                                  "*config/app.yaml: sha256 * does not match the manifest's *"])
+    assert "pytest-release rollback" not in result.stdout.str()  # nothing was deployed: blocked

@@ -259,22 +259,27 @@ def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_ur
     (pytester.path / "var").mkdir()
     sqlite3.connect(pytester.path / "var" / "app.db").execute("CREATE TABLE t(x)").connection.commit()
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
-    assert result.ret == 0, result.stdout.str()
+    # The seed names rollback procedures but not what their steps do: the required rollback_gate
+    # says so, and the release stops before anything could need a rollback it cannot do.
+    assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines([
+        "*release-plan.yaml::pre_release::rollback_gate::readiness?service_rollback? FAILED*",
         "*release-plan.yaml::pre_release::service_validation::health?api? PASSED*",
         "*release-plan.yaml::pre_release::data_validation::integrity?db? PASSED*",
         "*release-plan.yaml::pre_release::config_validation::syntax?conf? PASSED*",
-        "*release-plan.yaml::post_release::config_validation::syntax?conf? PASSED*",
+        "*release-plan.yaml::post_release::config_validation::syntax?conf? SKIPPED*",
+        "*service_rollback is not ready: stop: no action: define rollback.procedures?service_rollback?.actions.stop*",
+        "*SKIPPED  stage release not run: required gate pre_release::rollback_gate failed*",
     ])
     out = result.stdout.str()
     # What this version does not run is said plainly, never silently ignored.
     assert "NOT CHECKED" in out and "check kind 'security' is not run by this version" in out
     assert "NOT ACTED ON by this version" in out
-    for section in ("rollback.triggers", "rollback.procedures", "validation.metrics", "monitoring.metrics",
-                    "monitoring.alerts", "analytics.metrics", "analytics.analysis", "automation.tasks",
-                    "automation.workflows", "rollback_gate", "monitoring_gate"):
+    for section in ("rollback.triggers (monitoring_failure): never fires", "validation.metrics",
+                    "monitoring.metrics", "monitoring.alerts", "analytics.metrics", "analytics.analysis",
+                    "automation.tasks", "automation.workflows", "monitoring_gate"):
         assert section in out
-    result.stdout.fnmatch_lines(["*9 passed, 39 skipped*"])
+    result.stdout.fnmatch_lines(["*3 failed, 3 passed, 51 skipped*"])
 
 
 def test_schema_command_prints_a_2020_12_schema_that_accepts_the_seed(pytester: pytest.Pytester) -> None:

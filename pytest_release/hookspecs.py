@@ -1,0 +1,24 @@
+"""pytest-release's own hooks, for conftest.py files and plugins (added in ``pytest_addhooks``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .rollback.actions import StepContext, StepResult
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_release_rollback_step(context: StepContext) -> StepResult | None:
+    """Perform a rollback step whose action is ``hook``.
+
+    ``context.procedure`` and ``context.step`` name the step, ``context.params`` holds the
+    action's parameters from the plan, ``context.base_dir`` is the plan's directory,
+    ``context.mode`` is ``"readiness"`` when the rollback_gate asks whether the step could run
+    (do nothing that changes the system then) or ``"rollback"`` when it must run, and
+    ``context.remaining()`` is the time left. Return a :class:`pytest_release.StepResult`
+    (``passed``, ``summary``, ``details``), or ``None`` to leave the step to another
+    implementation. Runs on the controller (for a rollback) or a worker (for readiness).
+    """

@@ -1,0 +1,6 @@
+"""Rollback: the plan's triggers and procedures as behaviour.
+
+``actions`` holds what a step can do, ``journal`` the crash-safe record of a rollback in the
+evidence tree, ``runner`` runs procedures step by step (and resumes an interrupted rollback), and
+``readiness`` is the rollback_gate's check that a rollback could be done now.
+"""

@@ -1,0 +1,160 @@
+"""The rollback's pytest glue, on the controller only (never on an xdist worker).
+
+After the test loop (all workers done), it reads the check outcomes the recorder gathered, fires
+``validation_failure`` when a required validation gate failed in a stage where the release is
+deployed (or ``manual_trigger`` for ``--release-rollback``), runs the procedures, and reports
+every step as a test result (terminal, JUnit, HTML). An interrupted rollback found in the
+evidence tree is resumed before anything else, and then the run's checks do not run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from ..checks import CheckKind
+from ..evidence import EvidenceTree
+from ..plan import Gate, Plan, Trigger
+from ..secrets import redact
+from .actions import StepContext, StepResult
+from .journal import Journal, Unfinished
+from .runner import RollbackResult, StepOutcome, judge_gates, run_rollback, select_procedures
+
+__all__ = ["RollbackController", "hook_caller"]
+
+
+def hook_caller(config: pytest.Config) -> Any:
+    """A callable running the ``pytest_release_rollback_step`` hook, or ``None`` if none is implemented."""
+    hook = config.hook.pytest_release_rollback_step
+    if not hook.get_hookimpls():
+        return None
+
+    def call(ctx: StepContext) -> StepResult | None:
+        return hook(context=ctx)
+
+    return call
+
+
+class RollbackController:
+    def __init__(self, config: pytest.Config, plan: Plan, kinds: dict[str, CheckKind], tree: EvidenceTree,
+                 recorder: Any, *, manual: bool, on_interrupt: bool, resume: Unfinished | None) -> None:
+        self.config = config
+        self.plan = plan
+        self.kinds = kinds
+        self.tree = tree
+        self.recorder = recorder
+        self.manual = manual
+        self.on_interrupt = on_interrupt
+        self.resume = resume
+        self.ran = False
+
+    # -- when ------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
+        if self.resume is not None:
+            self._run(self._trigger(self.resume.start["trigger"]), "", [], resume=self.resume)
+        try:
+            result = yield
+        except KeyboardInterrupt:
+            if self.on_interrupt and self.resume is None:
+                self.fire(interrupted=True)
+            raise
+        if self.resume is None:
+            self.fire()
+        return result
+
+    def fire(self, interrupted: bool = False) -> None:
+        """Fire the trigger this run calls for, at most once."""
+        if self.ran:
+            return
+        if self.manual:
+            trigger = self._trigger("manual_trigger")
+            self._run(trigger, "--release-rollback: an operator asked for a rollback", self._last_stage_gates())
+            return
+        failed = self.failed_gates()
+        if not failed or "validation_failure" not in self.plan.triggers:
+            return
+        trigger = self.plan.triggers["validation_failure"]
+        if trigger.action != "rollback":
+            return
+        names = [f"{stage}::{gate.name}" for stage, gate in failed]
+        reason = (f"required gate(s) failed after the release was deployed: {', '.join(names)}"
+                  + (" (the run was interrupted)" if interrupted else ""))
+        unique = list({gate.name: gate for _, gate in failed}.values())
+        self._run(trigger, reason, unique)
+
+    def failed_gates(self) -> list[tuple[str, Gate]]:
+        """Required validation gates that failed in stages where the release is deployed."""
+        deployed = {s.name for s in self.plan.stages if s.deployed}
+        gates = {g.name: g for g in self.plan.gates}
+        seen: list[tuple[str, Gate]] = []
+        for outcome in self.recorder.outcomes.values():
+            if (outcome.verdict == "failed" and outcome.stage in deployed and outcome.gate in gates
+                    and (outcome.stage, gates[outcome.gate]) not in seen):
+                seen.append((outcome.stage, gates[outcome.gate]))
+        return seen
+
+    def _last_stage_gates(self) -> list[Gate]:
+        stages = [s for s in self.plan.stages if s.validation]
+        return self.plan.gates_in(stages[-1]) if stages else []
+
+    def _trigger(self, name: str) -> Trigger:
+        return self.plan.triggers[name]
+
+    # -- how -------------------------------------------------------------------------------------
+
+    def _run(self, trigger: Trigger, reason: str, verify_gates: Sequence[Gate], *,
+             resume: Unfinished | None = None) -> RollbackResult:
+        self.ran = True
+        procedures, why = select_procedures(self.plan, trigger, [g.name for g in verify_gates])
+        journal = resume.journal if resume else Journal(self.tree.path("rollback/procedures", "journal.jsonl"))
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            what = (f"resuming the rollback interrupted in run {resume.run_id}" if resume
+                    else f"{trigger.name}: {reason}; procedures {', '.join(p.name for p in procedures)} ({why})")
+            tr.write_sep("=", "pytest-release rollback", red=True, bold=True)
+            tr.write_line(redact(what, self.plan.secrets))
+        result = run_rollback(
+            self.plan, trigger, f"{reason} ({why})" if reason else why, procedures, verify_gates,
+            journal=journal, run_id=self.tree.run_id,
+            judge=lambda gates: judge_gates(self.plan, self.kinds, gates),
+            call_hook=hook_caller(self.config), report=self._report, resume=resume)
+        self.recorder.record_rollback(result, journal.path)
+        return result
+
+    def _report(self, outcome: StepOutcome) -> None:
+        """One step as one test result: logstart, setup/call/teardown reports, logfinish."""
+        plan_id = os.path.relpath(self.plan.path, self.config.rootpath).replace(os.sep, "/")
+        nodeid = f"{plan_id}::rollback::{outcome.key}"
+        line = next((s.mark.line - 1 for p in self.plan.procedures for s in p.steps if s.id == outcome.key), 0)
+        location = (plan_id, line, f"rollback::{outcome.key}")
+        hook = self.config.hook
+        secrets = self.plan.secrets
+        result = outcome.result
+        details = redact("\n".join(result.details), secrets)
+        summary = redact(result.summary, secrets)
+        props = [("release_rollback", outcome.procedure), ("release_step", outcome.step),
+                 ("release_action", outcome.action or ""), ("release_verdict", outcome.verdict),
+                 ("summary", summary)]
+        keywords = {"rollback": 1, outcome.procedure: 1, outcome.step: 1}
+        if outcome.verdict == "failed":
+            longrepr: Any = summary + ("\n" + details if details else "")
+        elif outcome.verdict == "skipped":
+            longrepr = (plan_id, line + 1, summary)
+        else:
+            longrepr = None
+        sections = [("Captured stdout call", f"{summary}\n{details}".rstrip() + "\n")]
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        for when, verdict, start, stop, rep in (("setup", "passed", outcome.start, outcome.start, None),
+                                                ("call", outcome.verdict, outcome.start, outcome.end, longrepr),
+                                                ("teardown", "passed", outcome.end, outcome.end, None)):
+            report = pytest.TestReport(nodeid, location, keywords, verdict, rep, when,
+                                       sections if when == "call" else [], stop - start, start, stop,
+                                       list(props))
+            hook.pytest_runtest_logreport(report=report)
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+

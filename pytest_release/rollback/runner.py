@@ -1,0 +1,255 @@
+"""Running a rollback: which procedures a trigger runs, their steps in order within their
+budgets, the journal that makes it resumable, and the final verify that proves it worked.
+
+Plain Python: the caller gives a ``report`` callback (the pytest glue turns each step's outcome
+into a test report) and a ``verify`` callback (judges validation gates again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
+from ..plan import READINESS, Gate, Plan, Procedure, Step, Trigger
+from .actions import ACTIONS, StepContext, StepResult
+from .journal import Journal, Unfinished
+
+__all__ = ["FINAL_VERIFY", "RollbackResult", "StepOutcome", "judge_gates", "readiness", "readiness_kind",
+           "run_rollback", "select_procedures"]
+
+FINAL_VERIFY = "verify"
+
+
+@dataclass
+class StepOutcome:
+    """One step as it is reported: passed, failed, or skipped (done before, or not reached)."""
+
+    key: str  # "procedure::step", or "verify" for the final verify
+    procedure: str
+    step: str
+    action: str | None
+    verdict: str
+    result: StepResult
+    start: float
+    end: float
+
+
+@dataclass
+class RollbackResult:
+    trigger: str
+    reason: str
+    procedures: list[str]
+    outcome: str  # rolled_back or rollback_failed
+    steps: list[StepOutcome] = field(default_factory=list)
+    resumed_from: str | None = None
+
+    @property
+    def failed_step(self) -> StepOutcome | None:
+        return next((s for s in self.steps if s.verdict == "failed"), None)
+
+
+def select_procedures(plan: Plan, trigger: Trigger, failed_gates: Sequence[str]) -> tuple[list[Procedure], str]:
+    """The procedures ``trigger`` runs, in plan order, and why those: the trigger's own list;
+    else those named like the failed gates (``service_validation`` -> ``service_rollback``);
+    else (and for a manual trigger) all of them."""
+    by_name = {p.name: p for p in plan.procedures}
+    if trigger.procedures is not None:
+        return [by_name[n] for n in trigger.procedures], f"the {trigger.name} trigger lists them"
+    if trigger.name != "manual_trigger":
+        prefixes = {g.split("_")[0] for g in failed_gates}
+        matched = [p for p in plan.procedures if p.name.split("_")[0] in prefixes]
+        if matched:
+            return matched, f"they match the failed gate(s) {', '.join(failed_gates)}"
+        return list(plan.procedures), f"no procedure matches the failed gate(s) {', '.join(failed_gates)}: all run"
+    return list(plan.procedures), "a manual rollback runs every procedure"
+
+
+def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) -> StepResult:
+    """Run the checks of ``gates`` again, in this process, each gate within its budget."""
+    lines: list[str] = []
+    failed = 0
+    total = 0
+    for gate in gates:
+        deadline = time.monotonic() + gate.timeout
+        for spec in gate.checks:
+            kind = kinds[spec.kind]
+            if kind.run is None:
+                lines.append(f"not checked: {gate.name}::{spec.label} ({spec.kind} is not run by this version)")
+                continue
+            targets = plan.targets_for(gate, spec, kinds) if kind.judges else [None]
+            for target in targets:
+                ctx = CheckContext(kind=spec.kind, params=spec.params, target=target, base_dir=plan.base_dir,
+                                   gate=f"rollback::{gate.name}", budget=gate.timeout, deadline=deadline)
+                name = f"{gate.name}::{spec.label}" + (f"[{target.name}]" if target else "")
+                try:
+                    result = kind.run(ctx)
+                except NotBuilt as exc:
+                    lines.append(f"not checked: {name}: {exc}")
+                    continue
+                total += 1
+                failed += not result.passed
+                lines.append(f"{'passed' if result.passed else 'FAILED'}: {name}: {result.summary}")
+    names = ", ".join(g.name for g in gates) or "no gate"
+    if total == 0:
+        return StepResult(False, f"nothing to verify: no check of {names} could run", lines)
+    if failed:
+        return StepResult(False, f"{failed} of {total} check(s) of {names} still fail", lines,
+                          {"checks": total, "failed": failed})
+    return StepResult(True, f"{total} check(s) of {names} pass again", lines, {"checks": total, "failed": 0})
+
+
+def readiness(plan: Plan, procedure: Procedure, *, take_backups: bool,
+              call_hook: Callable[[StepContext], StepResult | None] | None, deadline: float) -> StepResult:
+    """Could ``procedure`` run now? Every step resolves to an action whose preconditions hold;
+    with ``take_backups`` (a stage before the release is deployed) backups are taken now and
+    verified, and the restores then check the backups they would restore."""
+    lines = []
+    problems = []
+    ordered = sorted(procedure.steps, key=lambda s: not (s.action and ACTIONS[s.action].backup))
+    for step in ordered:
+        if step.action is None:
+            problems.append(f"{step.name}: no action: define rollback.procedures[{procedure.name}].actions.{step.name}")
+            continue
+        action = ACTIONS[step.action]
+        if action.backup and not take_backups:
+            lines.append(f"{step.name} ({step.action}): backups are taken before the release is deployed")
+            continue
+        ctx = StepContext(procedure.name, step.name, step.params, plan.base_dir, deadline, "readiness",
+                          call_hook=call_hook)
+        try:
+            result = action.ready(ctx)
+        except (OSError, ValueError) as exc:
+            result = StepResult(False, str(exc))
+        (lines if result.passed else problems).append(f"{step.name} ({step.action}): {result.summary}")
+    if problems:
+        return StepResult(False, f"{procedure.name} is not ready: {problems[0]}", problems + lines,
+                          {"problems": len(problems)})
+    return StepResult(True, f"{procedure.name} is ready ({len(procedure.steps)} step(s))", lines)
+
+
+def readiness_kind(plan: Plan, call_hook: Callable[[StepContext], StepResult | None] | None) -> CheckKind:
+    """The rollback_gate's check kind: a procedure's readiness, as a check of the plan."""
+    by_name = {p.name: p for p in plan.procedures}
+
+    def run(ctx: CheckContext) -> CheckResult:
+        ready = readiness(plan, by_name[ctx.params["procedure"]], take_backups=ctx.params["take_backups"],
+                          call_hook=call_hook, deadline=ctx.deadline)
+        return CheckResult(ready.passed, ready.summary, {"ready": ready.passed, **ready.measured},
+                           {"ready": True}, ready.details)
+
+    return CheckKind(READINESS, frozenset(), {"type": "object"}, run,
+                     "a rollback procedure could run now (steps resolve, backups taken and verified)")
+
+
+def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence[Procedure],
+                 verify_gates: Sequence[Gate], *, journal: Journal, run_id: str,
+                 judge: Callable[[Sequence[Gate]], StepResult],
+                 call_hook: Callable[[StepContext], StepResult | None] | None,
+                 report: Callable[[StepOutcome], None], resume: Unfinished | None = None) -> RollbackResult:
+    """Run ``procedures`` (or resume ``resume``) and the final verify; report every step."""
+    gates_by_name = {g.name: g for g in plan.gates}
+    by_name = {p.name: p for p in plan.procedures}
+    if resume is None:
+        keys = [s.id for p in procedures for s in p.steps] + [FINAL_VERIFY]
+        journal.append("rollback_start", run_id=run_id, trigger=trigger.name, reason=reason,
+                       procedures=[p.name for p in procedures], verify_gates=[g.name for g in verify_gates],
+                       steps=keys)
+        done: set[str] = set()
+    else:
+        procedures = [by_name[n] for n in resume.start["procedures"]]
+        verify_gates = [gates_by_name[n] for n in resume.start.get("verify_gates", []) if n in gates_by_name]
+        reason = resume.start.get("reason", reason)
+        done = resume.completed
+        journal.append("rollback_resume", run_id=run_id, completed=sorted(done))
+    result = RollbackResult(trigger.name, reason, [p.name for p in procedures], "rolled_back",
+                            resumed_from=resume.run_id if resume else None)
+    trigger_deadline = time.monotonic() + trigger.timeout
+
+    def verify_for(procedure: str) -> Callable[[list[str]], StepResult]:
+        def verify(names: list[str]) -> StepResult:
+            if names:
+                return judge([gates_by_name[n] for n in names])
+            prefix = procedure.split("_")[0]
+            own = [g for g in plan.gates if g.name.split("_")[0] == prefix]
+            return judge(own or list(verify_gates))
+        return verify
+
+    for procedure in procedures:
+        deadline = min(trigger_deadline, time.monotonic() + procedure.timeout)
+        stopped: str | None = None
+        for step in procedure.steps:
+            outcome = _run_step(step, done, stopped, deadline, plan.base_dir, verify_for(procedure.name),
+                                call_hook, journal, resume)
+            result.steps.append(outcome)
+            report(outcome)
+            if outcome.verdict == "failed":
+                stopped = f"{step.name} failed"
+                result.outcome = "rollback_failed"
+    if FINAL_VERIFY in done:
+        now = time.time()
+        final = StepOutcome(FINAL_VERIFY, "rollback", FINAL_VERIFY, "verify", "skipped",
+                            StepResult(True, f"completed by run {result.resumed_from} before it was interrupted"),
+                            now, now)
+    else:
+        final = _final_verify(verify_gates, judge, journal, trigger_deadline)
+    result.steps.append(final)
+    report(final)
+    if final.verdict == "failed":
+        result.outcome = "rollback_failed"
+    journal.append("rollback_end", outcome=result.outcome, run_id=run_id)
+    return result
+
+
+def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, base_dir: Path,
+              verify: Callable[[list[str]], StepResult], call_hook: Any, journal: Journal,
+              resume: Unfinished | None) -> StepOutcome:
+    now = time.time()
+    if step.id in done:
+        return StepOutcome(step.id, step.procedure, step.name, step.action, "skipped",
+                           StepResult(True, f"completed by run {resume.run_id if resume else '?'} before it "
+                                            "was interrupted; not run again"), now, now)
+    if stopped:
+        return StepOutcome(step.id, step.procedure, step.name, step.action, "skipped",
+                           StepResult(False, f"not run: {stopped}, so procedure {step.procedure} stopped"), now, now)
+    journal.append("step_start", step=step.id, action=step.action)
+    started = time.time()
+    if step.action is None:
+        result = StepResult(False, f"step {step.name!r} has no action: define "
+                                   f"rollback.procedures[{step.procedure}].actions.{step.name}")
+    elif deadline - time.monotonic() <= 0:
+        result = StepResult(False, f"not run: the budget of procedure {step.procedure} "
+                                   "(or of its trigger) was used up")
+    else:
+        ctx = StepContext(step.procedure, step.name, step.params, base_dir, deadline, "rollback",
+                          verify=verify, call_hook=call_hook)
+        try:
+            result = ACTIONS[step.action].run(ctx)
+        except Exception as exc:  # an action's bug must not stop the rollback's record
+            result = StepResult(False, f"{type(exc).__name__}: {exc}")
+    verdict = "passed" if result.passed else "failed"
+    ended = time.time()
+    journal.append("step_end", step=step.id, verdict=verdict, summary=result.summary,
+                   duration_s=round(ended - started, 3))
+    return StepOutcome(step.id, step.procedure, step.name, step.action, verdict, result, started, ended)
+
+
+def _final_verify(gates: Sequence[Gate], judge: Callable[[Sequence[Gate]], StepResult],
+                  journal: Journal, deadline: float) -> StepOutcome:
+    started = time.time()
+    journal.append("step_start", step=FINAL_VERIFY, action="verify")
+    if not gates:
+        result = StepResult(True, "no validation gate failed before the rollback: nothing more to verify")
+    elif deadline - time.monotonic() <= 0:
+        result = StepResult(False, "not run: the trigger's budget was used up")
+    else:
+        result = judge(gates)
+    verdict = "passed" if result.passed else "failed"
+    ended = time.time()
+    journal.append("step_end", step=FINAL_VERIFY, verdict=verdict, summary=result.summary,
+                   duration_s=round(ended - started, 3))
+    return StepOutcome(FINAL_VERIFY, "rollback", FINAL_VERIFY, "verify", verdict, result, started, ended)
+
