@@ -10,6 +10,7 @@ from __future__ import annotations
 from .checks import BUILTIN_KINDS, CheckContext, CheckKind, CheckResult, NotBuilt
 from .plan import Plan, load_plan
 from .problems import PlanError, Problem
+from .rollback.actions import StepContext, StepResult
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -20,6 +21,8 @@ __all__ = [
     "Plan",
     "PlanError",
     "Problem",
+    "StepContext",
+    "StepResult",
     "__version__",
     "load_plan",
 ]

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
-from .checks.command import command_label
 from .plan import CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
@@ -81,14 +80,8 @@ class GateNode(pytest.Collector):
         taken: dict[str, int] = {}
         for spec in self.gate.checks:
             kind = kinds[spec.kind]
-            if kind.judges:
-                pairs = [(t, t.name) for t in plan.targets_for(self.gate, spec, kinds)]
-            else:
-                label = (command_label(dict(spec.params)) if spec.kind == "command"
-                         else str(spec.params.get("procedure", "")))
-                pairs = [(None, redact(label, plan.secrets))]
-            for target, suffix in pairs:
-                base = f"{spec.label}[{suffix}]" if suffix else spec.label
+            for target in plan.targets_for(self.gate, spec, kinds) if kind.judges else [None]:
+                base = redact(spec.item_name(target), plan.secrets)
                 taken[base] = taken.get(base, 0) + 1
                 name = base if taken[base] == 1 else f"{spec.label}#{taken[base]}" + base[len(spec.label):]
                 # The node id is given as a string so that pytest >= 9.2 parses it the same way
@@ -138,7 +131,7 @@ class CheckItem(pytest.Item):
             pytest.skip(f"not checked: check kind {self.spec.kind!r} is not run by this version of pytest-release")
         ctx = CheckContext(kind=self.spec.kind, params=self.spec.params, target=self.target,
                            base_dir=self.plan.base_dir, gate=self.gate_id, budget=self.gate.timeout,
-                           deadline=self.stash[DEADLINE])
+                           deadline=self.stash[DEADLINE], targets=self.plan.targets)
         try:
             result = self.kind.run(ctx)
         except NotBuilt as exc:
@@ -165,7 +158,7 @@ class CheckItem(pytest.Item):
             return redact("\n".join(lines), secrets)
         if excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith("Timeout"):
             return (f"{self.name} did not finish within the {format_duration(self.gate.timeout)} budget of "
-                    f"gate {self.gate_id}: stopped by pytest-timeout ({excinfo.value})")
+                    f"gate {self.gate_id}: stopped by pytest-timeout")
         return redact(str(super().repr_failure(excinfo, style=style)), secrets)
 
     def reportinfo(self) -> tuple[str, int, str]:

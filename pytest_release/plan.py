@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 
 from .checks import TARGET_KINDS, CheckKind
+from .checks.command import command_label
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
 from .secrets import redact, redact_value
@@ -67,6 +68,15 @@ class CheckSpec:
     params: Mapping[str, Any]
     label: str
     mark: Mark
+
+    def item_name(self, target: Target | None) -> str:
+        """``health[api]``; a check without a target names what it runs (``command[migrate]``)."""
+        if target is not None:
+            return f"{self.label}[{target.name}]"
+        if self.kind == "command":
+            return f"{self.label}[{command_label(dict(self.params))}]"
+        suffix = self.params.get("procedure")
+        return f"{self.label}[{suffix}]" if suffix else self.label
 
 
 @dataclass(frozen=True)
@@ -406,6 +416,17 @@ class _Semantics:
                         if problem:
                             self.doc.add(gpath + ("checks", ci), f"check {kind_name!r}: {problem}")
                             break
+                for ref in kind.target_refs if isinstance(params, dict) else ():
+                    value = params.get(ref)
+                    if not isinstance(value, str):
+                        continue
+                    where = gpath + ("checks", ci, kind_name, ref)
+                    if value not in targets:
+                        self.doc.add(where, f"no target named {value!r}{did_you_mean(value, targets)}; "
+                                            f"targets: {', '.join(targets) or 'none'}")
+                    elif not isinstance(targets[value], dict) or target_kind(targets[value]) not in kind.judges:
+                        self.doc.add(where, f"target {value!r} is not a {' or '.join(sorted(kind.judges))} "
+                                            f"target, which {ref} needs")
                 if not judged:
                     scope = "the gate's targets" if isinstance(named, list) else "the plan's targets"
                     self.doc.add(gpath + ("checks", ci),

@@ -279,7 +279,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             import time
 
             left = max(deadline - time.monotonic(), 0.0)
-            item.add_marker(pytest.mark.timeout(left + GRACE, method="signal"))
+            item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)
 
 

@@ -32,9 +32,9 @@ from .summary import CheckOutcome, RunSummary, render_html, render_markdown, sum
 
 __all__ = ["ROLLBACK_FAILED", "Recorder"]
 
-#: The exit code of a run whose rollback failed (pytest's own codes are 0 to 5): the system may be
+#: The exit code of a run whose rollback failed (pytest's own codes are 0 to 6): the system may be
 #: inconsistent and someone must look. A rolled-back run exits 1, like a blocked one.
-ROLLBACK_FAILED = 6
+ROLLBACK_FAILED = 20
 
 SECTION_CONFIG = {"validation": "validation/config", "rollback": "rollback/config",
                   "monitoring": "monitoring/config", "analytics": "analytics/config",
@@ -67,6 +67,7 @@ class Recorder:
         self.manifest: tuple[Path, str] | None = None
         self.rollback: RollbackResult | None = None
         self.journal: Path | None = None
+        self.session: pytest.Session | None = None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ class Recorder:
         return self.tree.write_json(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
         self.tree.create()
         self.tree.write_bytes(self.tree.path("config", "plan.yaml"), self.plan.path.read_bytes())
         effective = self.plan.effective()

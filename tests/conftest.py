@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,7 @@ from pytest_release.plan import Target, target_kind
 from pytest_release.yamldoc import Mark
 
 HERE = Path(__file__).parent
+EXAMPLE = HERE.parent / "example_project"
 
 
 def _start(mode: str) -> tuple[subprocess.Popen[str], int]:
@@ -58,6 +67,11 @@ def trickle_url(server_factory: Callable[[str], int]) -> str:
 
 
 @pytest.fixture
+def slow_headers_url(server_factory: Callable[[str], int]) -> str:
+    return f"http://127.0.0.1:{server_factory('slow-headers')}"
+
+
+@pytest.fixture
 def write_plan(pytester: pytest.Pytester) -> Callable[..., Path]:
     """Write a plan (dedented YAML) into the pytester directory; its path."""
 
@@ -88,3 +102,46 @@ def run_check(kind: str, spec: dict[str, Any] | None, base: Path, budget: float 
     run = BUILTIN_KINDS[kind].run
     assert run is not None
     return run(ctx)
+
+
+@dataclass
+class Example:
+    project: Path
+    port: int
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, str(self.project / "ctl.py"), *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def get(self, path: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def prices(self) -> list[tuple[int, str, int]]:
+        with sqlite3.connect(self.project / "var" / "app.db") as conn:
+            return conn.execute("SELECT id, name, price_cents FROM items ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Example]:
+    """A copy of the example project whose plan uses a free port; the service stopped after."""
+    project = tmp_path / "example_project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("var", "evidence", "__pycache__"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    plan = project / "release-plan.yaml"
+    plan.write_text(plan.read_text().replace("18080", str(port)))
+    # The plan's commands run python3: the one running these tests, with PyYAML.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    example = Example(project, port)
+    example.ctl("init-db")
+    example.ctl("deploy", "1.0.0")
+    example.ctl("start", "--port", str(port))
+    yield example
+    subprocess.run([sys.executable, str(project / "ctl.py"), "stop"], capture_output=True)

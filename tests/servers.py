@@ -8,6 +8,8 @@ until killed. Modes:
 * ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files).
 * ``hang``: accepts connections and never answers.
 * ``trickle``: answers with headers, then one byte of body every 0.2 s, forever.
+* ``slow-headers``: answers with a status line, then one byte of a header every 0.2 s, forever
+  (no socket timeout and no body deadline can end it: only the gate's budget can).
 """
 
 from __future__ import annotations
@@ -54,13 +56,13 @@ def hang(sock: socket.socket) -> None:
         held.append(conn)
 
 
-def trickle(sock: socket.socket) -> None:
+def trickle(sock: socket.socket, head: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n") -> None:
     def serve(conn: socket.socket) -> None:
         conn.recv(65536)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        conn.sendall(head)
         try:
             while True:
-                conn.sendall(b".")
+                conn.sendall(b"a")
                 time.sleep(0.2)
         except OSError:
             pass
@@ -86,7 +88,10 @@ def main(mode: str, *tls: str) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     print(sock.getsockname()[1], flush=True)
-    {"hang": hang, "trickle": trickle}[mode](sock)
+    if mode == "slow-headers":
+        trickle(sock, b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    else:
+        {"hang": hang, "trickle": trickle}[mode](sock)
 
 
 if __name__ == "__main__":

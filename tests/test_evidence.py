@@ -187,9 +187,9 @@ def test_github_step_summary(pytester: pytest.Pytester, write_plan: PlanWriter, 
 
 
 def test_hanging_check_leaves_complete_verified_evidence(pytester: pytest.Pytester, write_plan: PlanWriter,
-                                                         trickle_url: str) -> None:
+                                                         slow_headers_url: str) -> None:
     write_plan(plan_with("- name: service_validation\n  checks: [health]\n",
-                         targets=f"stuck: {{url: '{trickle_url}'}}", timeout="1"))
+                         targets=f"stuck: {{url: '{slow_headers_url}'}}", timeout="1"))
     assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
     evidence = pytester.path / "evidence" / "release"
     run = _latest(evidence)

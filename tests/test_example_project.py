@@ -7,63 +7,12 @@ stages judge it, and a failure rolls everything back."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import sqlite3
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parent.parent / "example_project"
-
-
-@dataclass
-class Example:
-    project: Path
-    port: int
-
-    def ctl(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, str(self.project / "ctl.py"), *args], capture_output=True,
-                              text=True)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def get(self, path: str) -> tuple[int, dict[str, object]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def prices(self) -> list[tuple[int, str, int]]:
-        with sqlite3.connect(self.project / "var" / "app.db") as conn:
-            return conn.execute("SELECT id, name, price_cents FROM items ORDER BY id").fetchall()
-
-
-@pytest.fixture
-def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Example]:
-    """A copy of the example project whose plan uses a free port; the service stopped after."""
-    project = tmp_path / "example_project"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("var", "evidence", "__pycache__"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    plan = project / "release-plan.yaml"
-    plan.write_text(plan.read_text().replace("18080", str(port)))
-    # The plan's commands run python3: the one running these tests, with PyYAML.
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    example = Example(project, port)
-    example.ctl("init-db")
-    example.ctl("deploy", "1.0.0")
-    example.ctl("start", "--port", str(port))
-    yield example
-    subprocess.run([sys.executable, str(project / "ctl.py"), "stop"], capture_output=True)
+from conftest import Example
 
 
 def _run(pytester: pytest.Pytester, example: Example, *stages: str) -> pytest.RunResult:

@@ -220,9 +220,9 @@ def test_hanging_check_fails_within_budget_and_the_run_goes_on(
 
 
 def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
-        pytester: pytest.Pytester, write_plan: PlanWriter, trickle_url: str, http_url: str) -> None:
-    """A server that trickles a byte every 0.2 s defeats per-read socket timeouts; the gate's
-    budget (pytest-timeout's signal method) still stops the check, and the run goes on."""
+        pytester: pytest.Pytester, write_plan: PlanWriter, slow_headers_url: str, http_url: str) -> None:
+    """A server that trickles a header byte every 0.2 s defeats per-read socket timeouts; the
+    gate's budget (pytest-timeout's signal method) still stops the check, and the run goes on."""
     write_plan(plan_with(
         """\
         - name: service_validation
@@ -232,7 +232,7 @@ def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
           targets: [api]
           checks: [{health: {path: /healthz}}]
         """,
-        targets=f"slowloris: {{url: '{trickle_url}'}}\napi: {{url: '{http_url}'}}",
+        targets=f"slowloris: {{url: '{slow_headers_url}'}}\napi: {{url: '{http_url}'}}",
         timeout="1500ms",
     ))
     started = time.monotonic()

@@ -65,6 +65,9 @@ class CheckContext:
     gate: str
     budget: float
     deadline: float
+    #: Every target of the plan by name, for checks whose parameters name another target
+    #: (``consistency``'s ``parity``); see :attr:`CheckKind.target_refs`.
+    targets: Mapping[str, Target] = field(default_factory=dict)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -96,6 +99,9 @@ class CheckKind:
     #: Given the check's parameters and a target's spec, what is wrong with using them together
     #: (``None`` when nothing is); reported when the plan loads.
     param_problem: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None] | None = None
+    #: Parameters whose value names another target of the plan, one this kind can judge (the
+    #: plan loader checks that it exists and fits; the check finds it in ``ctx.targets``).
+    target_refs: tuple[str, ...] = ()
 
     def can_judge(self, target: Target) -> bool:
         if target.kind not in self.judges:

@@ -58,6 +58,35 @@ def http_pool(*, verify: bool = True, ca: str | None = None) -> urllib3.PoolMana
         return _pools[key]
 
 
+MAX_BODY = 1024 * 1024
+
+
+def _read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes | None:
+    """The body (at most 1 MiB), or ``None`` when it does not arrive before ``deadline``: a
+    socket timeout is per read, so a server that trickles bytes would otherwise never time out."""
+    chunks: list[bytes] = []
+    size = 0
+    complete = False
+    try:
+        while size < MAX_BODY and time.monotonic() <= deadline:
+            chunk = response.read1(64 * 1024)
+            if not chunk:
+                complete = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (urllib3.exceptions.TimeoutError, socket.timeout):
+        pass
+    finally:
+        if complete:
+            response.release_conn()
+        else:
+            response.close()  # never hand a half-read connection back to the pool
+    if not complete and size < MAX_BODY:
+        return None
+    return b"".join(chunks)
+
+
 def _field(document: object, dotted: str) -> object:
     value = document
     for part in dotted.split("."):
@@ -88,7 +117,8 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     started = time.monotonic()
     try:
         response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining),
-                                retries=False, redirect=False)
+                                retries=False, redirect=False, preload_content=False)
+        body = _read_body(response, ctx.deadline)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         return CheckResult(False, f"GET {url} failed: cannot connect: {_reason(exc)}",
                            {"error": f"cannot connect: {_reason(exc)}"}, expected)
@@ -100,12 +130,17 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     except urllib3.exceptions.HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
         return CheckResult(False, f"GET {url} failed: {reason}", {"error": str(reason)}, expected)
+    if body is None:
+        waited = time.monotonic() - started
+        return CheckResult(False, f"GET {url} answered {response.status} but its body did not arrive within "
+                                  f"{format_duration(round(waited, 2))} ({ctx.budget_text()} ran out)",
+                           {"status": response.status, "error": "body timeout", "waited_s": round(waited, 3)},
+                           expected)
     latency = time.monotonic() - started
     measured: dict[str, Any] = {"status": response.status, "latency_ms": round(latency * 1000, 1)}
     problems = []
     if response.status not in statuses:
         problems.append(f"answered {response.status}, expected {' or '.join(map(str, statuses))}")
-    body = response.data
     if "json" in params:
         try:
             document = json.loads(body)

@@ -2,7 +2,10 @@
 
 For an artifacts target, every file in its ``sha256sum``-format manifest is hashed (SHA-256,
 64 KiB reads into one buffer, files hashed concurrently) and compared. For a SQLite data store,
-``PRAGMA integrity_check`` (or ``quick_check`` with ``quick: true``) must answer ``ok``.
+``PRAGMA integrity_check`` (or ``quick_check`` with ``quick: true``) must answer ``ok``. For a
+PostgreSQL store (``dsn``, through psycopg 3), the server must answer ``SELECT 1``, its catalog
+must know the current database, and every user table must be readable (``SELECT count(*)``; the
+counts are reported; ``quick: true`` skips them).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .base import CheckContext, CheckKind, CheckResult, NotBuilt
+from .base import CheckContext, CheckKind, CheckResult
+from .stores import StoreError, open_store
 
 __all__ = ["INTEGRITY", "parse_manifest", "sha256_file"]
 
@@ -23,8 +27,9 @@ PARAMS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "quick": {"type": "boolean"},
-        "name": {"type": "string"},
+        "quick": {"type": "boolean", "description": "SQLite: PRAGMA quick_check instead of integrity_check; "
+                                                     "PostgreSQL: skip the per-table row counts"},
+        "name": {"type": "string", "description": "names the item (integrity-NAME[target])"},
     },
 }
 
@@ -141,7 +146,51 @@ def run(ctx: CheckContext) -> CheckResult:
         return _manifest(ctx, target.spec["manifest"])
     if "sqlite" in target.spec:
         return _sqlite(ctx, target.spec["sqlite"])
-    raise NotBuilt("integrity of PostgreSQL (dsn) targets comes with the check library; not checked")
+    return _postgres(ctx, target.spec)
+
+
+def _postgres(ctx: CheckContext, spec: Any) -> CheckResult:
+    quick = bool(ctx.params.get("quick"))
+    expected: dict[str, Any] = {"select_1": 1}
+    if not quick:
+        expected["unreadable_tables"] = 0
+    try:
+        store = open_store(ctx, spec)
+    except StoreError as exc:
+        return CheckResult(False, str(exc), {"connected": False}, expected)
+    with store:
+        measured: dict[str, Any] = {"connected": True}
+        try:
+            measured["select_1"] = store.query("SELECT 1")[0][0]
+            database, version = store.query("SELECT current_database(), current_setting('server_version')")[0]
+            known = store.query("SELECT count(*) FROM pg_catalog.pg_database WHERE datname = current_database()")
+            tables = store.tables()
+        except StoreError as exc:
+            return CheckResult(False, f"{store.label}: {exc}", measured, expected)
+        measured.update({"server_version": version, "tables": len(tables)})
+        if known[0][0] != 1:
+            return CheckResult(False, f"{store.label}: pg_catalog.pg_database does not list {database!r}",
+                               measured, expected)
+        if quick:
+            return CheckResult(True, f"{store.label} answers SELECT 1 (PostgreSQL {version}, {len(tables)} "
+                                     "table(s); row counts skipped: quick)", measured, expected)
+        details: list[str] = []
+        bad: list[str] = []
+        rows = 0
+        for table in tables:
+            try:
+                count = store.count(table)
+            except StoreError as exc:
+                bad.append(f"{table}: not readable: {exc}")
+                continue
+            rows += count
+            details.append(f"{table}: {count} row(s)")
+        measured.update({"rows": rows, "unreadable_tables": len(bad)})
+        if bad:
+            return CheckResult(False, f"{len(bad)} of {len(tables)} table(s) of {store.label} are not readable: "
+                                      f"{bad[0]}", measured, expected, bad + details)
+        return CheckResult(True, f"{store.label}: SELECT 1 ok, {len(tables)} table(s) readable, {rows} row(s) "
+                                 f"(PostgreSQL {version})", measured, expected, details)
 
 
 INTEGRITY = CheckKind(
@@ -149,5 +198,5 @@ INTEGRITY = CheckKind(
     judges=frozenset({"artifacts", "datastore"}),
     params=PARAMS,
     run=run,
-    description="SHA-256 manifest of artifacts; SQLite PRAGMA integrity_check",
+    description="SHA-256 manifest of artifacts; SQLite PRAGMA integrity_check; PostgreSQL: every table readable",
 )

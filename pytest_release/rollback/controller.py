@@ -148,6 +148,9 @@ class RollbackController:
         else:
             longrepr = None
         sections = [("Captured stdout call", f"{summary}\n{details}".rstrip() + "\n")]
+        session = self.recorder.session
+        if session is not None:
+            session.testscollected += 1  # so that progress counts the step like a collected test
         hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
         for when, verdict, start, stop, rep in (("setup", "passed", outcome.start, outcome.start, None),
                                                 ("call", outcome.verdict, outcome.start, outcome.end, longrepr),

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
+from ..deadline import call_with_deadline
 from ..plan import READINESS, Gate, Plan, Procedure, Step, Trigger
+from ..units import format_duration
 from .actions import ACTIONS, StepContext, StepResult
 from .journal import Journal, Unfinished
 
@@ -22,6 +24,8 @@ __all__ = ["FINAL_VERIFY", "RollbackResult", "StepOutcome", "judge_gates", "read
            "run_rollback", "select_procedures"]
 
 FINAL_VERIFY = "verify"
+#: How long past its deadline a check or action may run before the rollback stops waiting for it.
+GRACE = 1.0
 
 
 @dataclass
@@ -83,13 +87,18 @@ def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) 
             targets = plan.targets_for(gate, spec, kinds) if kind.judges else [None]
             for target in targets:
                 ctx = CheckContext(kind=spec.kind, params=spec.params, target=target, base_dir=plan.base_dir,
-                                   gate=f"rollback::{gate.name}", budget=gate.timeout, deadline=deadline)
-                name = f"{gate.name}::{spec.label}" + (f"[{target.name}]" if target else "")
-                try:
-                    result = kind.run(ctx)
-                except NotBuilt as exc:
-                    lines.append(f"not checked: {name}: {exc}")
+                                   gate=f"rollback::{gate.name}", budget=gate.timeout, deadline=deadline,
+                                   targets=plan.targets)
+                name = f"{gate.name}::{spec.item_name(target)}"
+                run = kind.run
+                finished, result, error = call_with_deadline(lambda: run(ctx), ctx.remaining() + GRACE)
+                if isinstance(error, NotBuilt):
+                    lines.append(f"not checked: {name}: {error}")
                     continue
+                if not finished or error is not None or result is None:
+                    why = (f"did not finish within the {format_duration(gate.timeout)} budget of gate {gate.name}"
+                           if not finished else f"{type(error).__name__}: {error}")
+                    result = CheckResult(False, why)
                 total += 1
                 failed += not result.passed
                 lines.append(f"{'passed' if result.passed else 'FAILED'}: {name}: {result.summary}")
@@ -226,10 +235,15 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
     else:
         ctx = StepContext(step.procedure, step.name, step.params, base_dir, deadline, "rollback",
                           verify=verify, call_hook=call_hook)
-        try:
-            result = ACTIONS[step.action].run(ctx)
-        except Exception as exc:  # an action's bug must not stop the rollback's record
-            result = StepResult(False, f"{type(exc).__name__}: {exc}")
+        action = ACTIONS[step.action]
+        finished, done, error = call_with_deadline(lambda: action.run(ctx), ctx.remaining() + GRACE)
+        if not finished:
+            result = StepResult(False, f"did not finish within the budget of procedure {step.procedure} "
+                                       "(or of its trigger)")
+        elif error is not None or done is None:  # an action's bug must not stop the rollback's record
+            result = StepResult(False, f"{type(error).__name__}: {error}")
+        else:
+            result = done
     verdict = "passed" if result.passed else "failed"
     ended = time.time()
     journal.append("step_end", step=step.id, verdict=verdict, summary=result.summary,

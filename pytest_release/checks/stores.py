@@ -1,0 +1,264 @@
+"""Data stores, read-only: a SQLite file or a PostgreSQL database behind one small interface.
+
+:func:`open_store` opens the target's store within the gate's budget: SQLite read-only
+(``file:...?mode=ro``) with a progress handler that stops a query at the deadline; PostgreSQL
+through psycopg 3 (the optional extra ``pytest-release[postgres]``) with ``connect_timeout``
+and ``statement_timeout`` from the budget left and read-only transactions. A store is named
+by :attr:`Store.label`: the SQLite path as written, or ``postgres host:port/dbname``; a DSN
+(which may hold a password) never appears in a message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import CheckContext
+
+__all__ = ["PSYCOPG_MISSING", "Store", "StoreError", "dsn_label", "open_store"]
+
+PSYCOPG_MISSING = "psycopg is not installed: pip install 'pytest-release[postgres]'"
+
+
+class StoreError(Exception):
+    """The store cannot be opened or a query failed; the message is safe to show."""
+
+
+def dsn_label(dsn: str) -> str:
+    """``postgres host:port/dbname`` for a DSN, without user or password."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - no psycopg or a malformed DSN: parse the URL shape by hand
+        match = re.match(r"^\w+://(?:[^@/]*@)?([^/?]*)/?([^?]*)", dsn)
+        info = {"host": match.group(1), "dbname": match.group(2)} if match else {}
+    host = str(info.get("host") or "localhost")
+    port = info.get("port")
+    where = f"{host}:{port}" if port else host
+    return f"postgres {where}/{info.get('dbname') or ''}".rstrip("/")
+
+
+def _scrub(message: str, dsn: str) -> str:
+    """A driver's message with any password of the DSN replaced by ``***``."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:  # noqa: BLE001
+        password = None
+    text = message.replace(dsn, "<dsn>")
+    if password:
+        text = text.replace(str(password), "***")
+    return " ".join(text.split())
+
+
+def _norm(value: object) -> object:
+    """A value in one form across engines: 1 == 1.0 == Decimal('1') == True, bytes as hex."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (float, decimal.Decimal)):
+        if value == value and value not in (float("inf"), float("-inf")) and value == int(value):
+            return int(value)
+        return repr(float(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"hex": bytes(value).hex()}
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass
+class TableSum:
+    rows: int
+    digest: str
+
+
+@dataclass
+class Store:
+    """An open, read-only data store."""
+
+    label: str
+    engine: str  # "sqlite" or "postgres"
+    conn: Any
+    ctx: CheckContext
+    _closed: bool = field(default=False, repr=False)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return list(self.iter_query(sql, args))
+
+    def iter_query(self, sql: str, args: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        try:
+            if self.engine == "sqlite":
+                cursor = self.conn.execute(sql, tuple(args))
+                yield from cursor
+            else:
+                self._set_statement_timeout()
+                with self.conn.cursor() as cursor:
+                    cursor.execute(sql, tuple(args) or None)
+                    if cursor.description is None:
+                        return
+                    yield from cursor
+        except sqlite3.Error as exc:
+            message = str(exc)
+            if message == "interrupted":
+                message = f"interrupted: {self.ctx.budget_text()} ran out"
+            raise StoreError(message) from None
+        except Exception as exc:  # psycopg.Error: its module is optional
+            if self.engine != "postgres" or not _is_psycopg_error(exc):
+                raise
+            self._rollback()
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "statement timeout" in message:
+                message = f"{message}: {self.ctx.budget_text()} ran out"
+            raise StoreError(_scrub(message, str(self.ctx.target.spec.get("dsn", "")) if self.ctx.target else "")) from None
+
+    def _set_statement_timeout(self) -> None:
+        remaining = self.ctx.remaining()
+        if remaining <= 0:
+            raise StoreError(f"not run: {self.ctx.budget_text()} was used up")
+        self.conn.execute(f"SET statement_timeout = {max(1, int(remaining * 1000))}")
+
+    def _rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- tables ----------------------------------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        """The user tables, sorted: ``name`` (PostgreSQL: ``schema.name`` outside ``public``)."""
+        if self.engine == "sqlite":
+            rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            return sorted(r[0] for r in rows)
+        rows = self.query("SELECT table_schema, table_name FROM information_schema.tables "
+                          "WHERE table_type = 'BASE TABLE' "
+                          "AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+                          "AND table_schema NOT LIKE 'pg_toast%'")
+        return sorted(name if schema == "public" else f"{schema}.{name}" for schema, name in rows)
+
+    def quote(self, table: str) -> str:
+        parts = table.split(".", 1) if self.engine == "postgres" else [table]
+        return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+    def columns(self, table: str) -> list[str]:
+        if self.engine == "sqlite":
+            return [r[1] for r in self.query(f"PRAGMA table_info({self.quote(table)})")]
+        schema, _, name = table.rpartition(".")
+        return [r[0] for r in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", (schema or "public", name))]
+
+    def primary_key(self, table: str) -> list[str]:
+        if self.engine == "sqlite":
+            rows = self.query(f"PRAGMA table_info({self.quote(table)})")
+            return [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
+        rows = self.query(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
+            "ORDER BY array_position(i.indkey, a.attnum)", (self.quote(table),))
+        return [r[0] for r in rows]
+
+    def count(self, table: str) -> int:
+        return int(self.query(f"SELECT count(*) FROM {self.quote(table)}")[0][0])
+
+    def checksum(self, table: str) -> TableSum:
+        """Rows and a SHA-256 of the table's rows, read in primary-key (else rowid) order.
+
+        Columns are taken by name in sorted order and values normalised (see :func:`_norm`), and
+        the row hashes are summed, so a SQLite table and a PostgreSQL table holding the same
+        rows give the same checksum whatever each engine's collation does to the order.
+        """
+        columns = sorted(self.columns(table))
+        key = self.primary_key(table)
+        if key:
+            order = ", ".join(self.quote(c) for c in key)
+        elif self.engine == "sqlite":
+            order = "rowid"
+        else:
+            order = ", ".join(self.quote(c) for c in columns)
+        select = ", ".join(self.quote(c) for c in columns)
+        total = 0
+        rows = 0
+        for row in self.iter_query(f"SELECT {select} FROM {self.quote(table)} ORDER BY {order}"):
+            encoded = json.dumps([_norm(v) for v in row], separators=(",", ":"), ensure_ascii=False)
+            total = (total + int.from_bytes(hashlib.sha256(encoded.encode()).digest(), "big")) % (1 << 256)
+            rows += 1
+            if rows % 10_000 == 0 and self.ctx.remaining() <= 0:
+                raise StoreError(f"checksum of {table} stopped: {self.ctx.budget_text()} ran out")
+        header = json.dumps(columns).encode()
+        return TableSum(rows, hashlib.sha256(header + total.to_bytes(32, "big")).hexdigest())
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_psycopg_error(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def open_store(ctx: CheckContext, spec: Any) -> Store:
+    """Open a target's data store read-only; :class:`StoreError` says why it cannot be."""
+    remaining = ctx.remaining()
+    if "sqlite" in spec:
+        value = spec["sqlite"]
+        path = ctx.path(value)
+        if not path.is_file():
+            raise StoreError(f"SQLite database {value} does not exist")
+        if remaining <= 0:
+            raise StoreError(f"{value} not opened: {ctx.budget_text()} was used up")
+        try:
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=remaining)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {value}: {exc}") from None
+        conn.set_progress_handler(lambda: int(time.monotonic() > ctx.deadline), 10_000)
+        return Store(str(value), "sqlite", conn, ctx)
+    dsn = str(spec["dsn"])
+    label = dsn_label(dsn)
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(PSYCOPG_MISSING) from None
+    if remaining <= 0:
+        raise StoreError(f"{label} not connected: {ctx.budget_text()} was used up")
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=max(2, int(remaining + 0.999)), autocommit=True,
+                               options=f"-c default_transaction_read_only=on "
+                                       f"-c statement_timeout={max(1, int(remaining * 1000))}")
+    except psycopg.Error as exc:
+        message = str(exc).strip() or type(exc).__name__
+        raise StoreError(f"cannot connect to {label}: {_scrub(message, dsn)}") from None
+    return Store(label, "postgres", conn, ctx)
