@@ -4,6 +4,7 @@ and runs nothing."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,20 @@ def test_http_parameters_on_a_tcp_target(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert ("release-plan.yaml:12:16: validation.gates[0].checks[0]: check 'health': path apply to HTTP targets "
             "(url), not to a TCP target") in result.stderr.str()
+
+
+def test_the_readme_plans_load(tmp_path: Path) -> None:
+    """Every plan in the README (a YAML block starting with `release:` or `rollback:`) is valid."""
+    import re
+
+    from pytest_release import BUILTIN_KINDS, load_plan
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    plans = [b for b in blocks if b.startswith("release:")]
+    assert plans
+    strategy = "strategy:\n  stages: [{name: pre_release}, {name: post_release}]\n"
+    for block in plans + [strategy + b for b in blocks if b.startswith("rollback:")]:
+        path = tmp_path / "plan.yaml"
+        path.write_text(block)
+        load_plan(path, BUILTIN_KINDS)
