@@ -195,6 +195,17 @@ def render_html(summary: RunSummary, link: Any) -> str:
                          f"<td>{esc(step.action or '-')}</td><td>{_badge(step.verdict)}</td>"
                          f"<td align=right>{step.end - step.start:.2f}s</td><td>{esc(step.result.summary)}</td></tr>")
         parts.append("</table>")
+    charts = [c for st in summary.stages for g in st.gates for c in g.checks
+              if isinstance(c.measured.get("latency_histogram"), list)]
+    if charts:
+        parts.append('<h3>Latency distributions</h3><div id="release-latency">')
+        for check in charts:
+            figures = ", ".join(f"{p} {check.measured.get(f'{p}_ms')}ms" for p in ("p50", "p95", "p99"))
+            parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>"
+                         f"{latency_svg(check.measured['latency_histogram'])}"
+                         f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
+                         f"{esc(figures)} {_badge(check.verdict)}</figcaption></figure>")
+        parts.append("</div>")
     attention = summary.attention()
     if attention:
         parts += ['<h3>Failed and warning checks: measured against expected</h3>',
@@ -210,6 +221,28 @@ def render_html(summary: RunSummary, link: Any) -> str:
                          f"<td>{esc(check.summary)}</td></tr>")
         parts.append("</table>")
     parts.append("</section>")
+    return "".join(parts)
+
+
+def latency_svg(histogram: Sequence[Sequence[float]], width: int = 360, height: int = 140) -> str:
+    """An inline SVG bar chart of a latency histogram: ``[[upper bound ms, count], ...]``."""
+    bars = [(float(upper), int(count)) for upper, count in histogram if count is not None]
+    if not bars:
+        return ""
+    top = max(count for _, count in bars) or 1
+    step = (width - 40) / len(bars)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="release-latency-chart" width="{width}" '
+             f'height="{height}" role="img" aria-label="latency distribution">',
+             f'<line x1="30" y1="{height - 20}" x2="{width - 5}" y2="{height - 20}" stroke="#888"/>']
+    for index, (upper, count) in enumerate(bars):
+        bar = (height - 35) * count / top
+        x = 32 + index * step
+        parts.append(f'<rect x="{x:.1f}" y="{height - 20 - bar:.1f}" width="{max(step - 2, 1):.1f}" '
+                     f'height="{bar:.1f}" fill="#4a7fd1"><title>&lt;= {upper:g}ms: {count}</title></rect>')
+        if index % max(len(bars) // 6, 1) == 0:
+            parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="9">{upper:g}</text>')
+    parts.append(f'<text x="2" y="12" font-size="9">{top}</text><text x="{width - 30}" y="{height - 6}" '
+                 'font-size="9">ms</text></svg>')
     return "".join(parts)
 
 
