@@ -7,7 +7,21 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from .checks.base import CheckKind
     from .rollback.actions import StepContext, StepResult
+
+
+@pytest.hookspec
+def pytest_release_check_kinds() -> list[CheckKind]:
+    """Return the check kinds this conftest.py or plugin adds.
+
+    Each is a :class:`pytest_release.CheckKind`: its ``name`` (what plans write), ``judges`` (the
+    target kinds it can judge: ``service``, ``datastore``, ``config``, ``artifacts``; empty for a
+    check that needs no target), ``params`` (the JSON Schema of its parameters: plans are
+    validated against it before anything runs) and ``run(context) -> CheckResult``. Called once,
+    when the plan loads, in every process (controller and xdist workers). Installed plugins can
+    also name their kinds in the ``pytest_release.checks`` entry-point group.
+    """
 
 
 @pytest.hookspec(firstresult=True)

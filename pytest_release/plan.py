@@ -254,6 +254,13 @@ def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> None:
         _translate(doc, error)
 
 
+def _hint(what: str | None) -> str:
+    if what != "a check kind":
+        return ""
+    return (" (a custom check kind comes from a pytest_release_check_kinds hook in a conftest.py that pytest "
+            "loads at start-up, i.e. where pytest runs or in the rootdir, or from an installed plugin)")
+
+
 def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -271,14 +278,14 @@ def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
         choices = schema.get("enum")
         if choices is not None:
             doc.add(key_path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
-                              f" known: {', '.join(map(str, choices))}", key=True)
+                              f" known: {', '.join(map(str, choices))}{_hint(what)}", key=True)
         else:
             doc.add(key_path, f"{instance!r} is not {what or 'a valid key'}", key=True)
         return
     if error.validator == "enum":
         choices = [str(c) for c in error.validator_value]
         doc.add(path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
-                      f" choose from: {', '.join(choices)}")
+                      f" choose from: {', '.join(choices)}{_hint(what)}")
     elif error.validator == "required":
         missing = [k for k in error.validator_value if k not in instance]
         doc.add(path, f"missing required key {', '.join(map(repr, missing))}")

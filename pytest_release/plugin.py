@@ -118,12 +118,33 @@ def _display(path: Path, base: Path) -> str:
         return str(path)
 
 
+def check_kinds(config: pytest.Config) -> dict[str, CheckKind]:
+    """The built-in check kinds, those of the ``pytest_release.checks`` entry points, and those
+    that ``pytest_release_check_kinds`` hooks (conftest.py files, plugins) return."""
+    from importlib.metadata import entry_points
+
+    kinds = dict(BUILTIN_KINDS)
+    added: list[tuple[str, Any]] = []
+    for entry in entry_points(group="pytest_release.checks"):
+        loaded = entry.load()
+        added += [(f"entry point {entry.name}", k) for k in (loaded() if callable(loaded) else loaded)]
+    for result in config.hook.pytest_release_check_kinds():
+        added += [("pytest_release_check_kinds", k) for k in result or ()]
+    for source, kind in added:
+        if not isinstance(kind, CheckKind):
+            raise pytest.UsageError(f"{source} returned {kind!r}, not a pytest_release.CheckKind")
+        if kind.name in kinds:
+            raise pytest.UsageError(f"{source}: check kind {kind.name!r} is defined twice")
+        kinds[kind.name] = kind
+    return kinds
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     settings = resolve_settings(config)
     if settings is None:
         return
-    kinds = dict(BUILTIN_KINDS)
+    kinds = check_kinds(config)
     try:
         plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir))
     except PlanError as exc:

@@ -7,6 +7,7 @@ stages judge it, and a failure rolls everything back."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,8 +17,9 @@ from conftest import Example
 
 
 def _run(pytester: pytest.Pytester, example: Example, *stages: str) -> pytest.RunResult:
-    pytester.chdir()
-    args = ["--release-plan", str(example.project / "release-plan.yaml"), "--release-evidence-dir", "evidence", "-v"]
+    # pytest runs in the project's folder, as run.sh does: its conftest.py (the custom check) loads.
+    os.chdir(example.project)
+    args = ["--release-plan", "release-plan.yaml", "--release-evidence-dir", str(pytester.path / "evidence"), "-v"]
     for stage in stages:
         args += ["--release-stage", stage]
     return pytester.runpytest_subprocess(*args)
@@ -39,6 +41,7 @@ def test_good_release_passes_every_gate(pytester: pytest.Pytester, example: Exam
     assert after.ret == 0, after.stdout.str()
     after.stdout.fnmatch_lines([
         "*::release::service_validation::health?api? PASSED*",
+        "*::post_release::data_validation::catalogue?db? PASSED*",
         "*::post_release::data_validation::command?catalogue-sane? PASSED*",
         "*::post_release::version_report::health-version?api? PASSED*",
         "*shop: every required gate that ran passed*",

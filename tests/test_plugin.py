@@ -251,11 +251,13 @@ def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_ur
 
     seed = (Path(__file__).parent / "data" / "seed-sections.yaml").read_text("utf-8")
     targets = (f"release: {{name: shop, version: 1.0.0}}\ntargets:\n  api: {{url: '{http_url}', health: /healthz}}\n"
-               "  db: {sqlite: var/app.db}\n  conf: {files: ['config/*.yaml', 'config/*.json']}\n")
+               "  db: {sqlite: var/app.db}\n"
+               "  conf: {files: ['config/*.yaml', 'config/*.json'], schema: config.schema.json}\n")
     (pytester.path / "release-plan.yaml").write_text(targets + seed, "utf-8")
     (pytester.path / "config").mkdir()
     (pytester.path / "config" / "app.yaml").write_text("service: {name: shop, port: 8080}\n")
     (pytester.path / "config" / "features.json").write_text('{"checkout": true}\n')
+    (pytester.path / "config.schema.json").write_text('{"type": "object"}\n')
     (pytester.path / "var").mkdir()
     sqlite3.connect(pytester.path / "var" / "app.db").execute("CREATE TABLE t(x)").connection.commit()
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
@@ -267,19 +269,25 @@ def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_ur
         "*release-plan.yaml::pre_release::service_validation::health?api? PASSED*",
         "*release-plan.yaml::pre_release::data_validation::integrity?db? PASSED*",
         "*release-plan.yaml::pre_release::config_validation::syntax?conf? PASSED*",
+        "*release-plan.yaml::pre_release::config_validation::compatibility?conf? PASSED*",
         "*release-plan.yaml::post_release::config_validation::syntax?conf? SKIPPED*",
         "*service_rollback is not ready: stop: no action: define rollback.procedures?service_rollback?.actions.stop*",
         "*SKIPPED  stage release not run: required gate pre_release::rollback_gate failed*",
     ])
     out = result.stdout.str()
-    # What this version does not run is said plainly, never silently ignored.
-    assert "NOT CHECKED" in out and "check kind 'security' is not run by this version" in out
+    # Every check kind the seed names runs against these targets: each check of pre_release passes
+    # (performance, security, consistency and compatibility included); nothing is left unchecked.
+    for check in ("service_validation::performance?api?", "service_validation::security?api?",
+                  "data_validation::consistency?db?", "data_validation::security?db?",
+                  "config_validation::security?conf?", "config_validation::compatibility?api?"):
+        result.stdout.fnmatch_lines([f"*release-plan.yaml::pre_release::{check} PASSED*"])
+    assert "NOT CHECKED" not in out and "check kind" not in out
     assert "NOT ACTED ON by this version" in out
     for section in ("rollback.triggers (monitoring_failure): never fires", "validation.metrics",
                     "monitoring.metrics", "monitoring.alerts", "analytics.metrics", "analytics.analysis",
                     "automation.tasks", "automation.workflows", "monitoring_gate"):
         assert section in out
-    result.stdout.fnmatch_lines(["*3 failed, 3 passed, 51 skipped*"])
+    result.stdout.fnmatch_lines(["*3 failed, 16 passed, 38 skipped*"])
 
 
 def test_schema_command_prints_a_2020_12_schema_that_accepts_the_seed(pytester: pytest.Pytester) -> None:
@@ -330,3 +338,42 @@ def test_secrets_from_the_environment_reach_no_output(pytester: pytest.Pytester,
     assert len(outputs) >= 4
     for text in outputs:
         assert secret not in text
+
+
+CUSTOM_CHECK = """
+    from pytest_release import CheckKind, CheckResult
+
+    def run(ctx):
+        got = len(ctx.params["word"])
+        ok = got <= ctx.params["max_len"]
+        return CheckResult(ok, f"word is {got} letters, at most {ctx.params['max_len']}",
+                           {"letters": got}, {"max_len": ctx.params["max_len"]})
+
+    def pytest_release_check_kinds():
+        return [CheckKind(name="wordlen", judges=frozenset(), run=run, description="a word's length",
+                          params={"type": "object", "additionalProperties": False, "required": ["word", "max_len"],
+                                  "properties": {"word": {"type": "string"},
+                                                 "max_len": {"type": "integer", "minimum": 1}}})]
+"""
+
+
+def test_custom_check_from_conftest_is_validated_collected_run_and_reported(
+        pytester: pytest.Pytester, write_plan: PlanWriter) -> None:
+    pytester.makeconftest(CUSTOM_CHECK)
+    write_plan(plan_with("- name: words\n  checks:\n    - wordlen: {word: release, max_len: 3}\n"
+                         "    - wordlen: {word: ok, max_len: 3}\n"))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-m", "wordlen")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*::pre_release::words::wordlen FAILED*",
+        "*::pre_release::words::wordlen#2 PASSED*",
+        "*word is 7 letters, at most 3*",
+        "*measured: letters=7*",
+        "*expected: max_len=3*",
+    ])
+    write_plan(plan_with("- name: words\n  checks:\n    - wordlen: {word: release, max_len: 0, colour: red}\n"))
+    broken = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert broken.ret == pytest.ExitCode.USAGE_ERROR
+    err = broken.stderr.str()
+    assert "release-plan.yaml:12:" in err and "validation.gates[0].checks[0].wordlen.max_len: 0 is out of range" in err
+    assert "unknown key 'colour'" in err

@@ -292,19 +292,20 @@ def test_rollback_killed_with_sigkill_resumes_on_the_next_run(pytester: pytest.P
                                                               point: str) -> None:
     plan = example.project / "release-plan.yaml"
     plan.write_text(plan.read_text().replace("retries: 6", "retries: 0"))
-    args = [sys.executable, "-m", "pytest", "--release-plan", str(plan), "--release-evidence-dir", "evidence",
+    evidence = pytester.path / "evidence"
+    args = [sys.executable, "-m", "pytest", "--release-plan", str(plan), "--release-evidence-dir", str(evidence),
             "-p", "no:cacheprovider"]
-    assert subprocess.run([*args, "--release-stage", "pre_release"], cwd=pytester.path,
-                          capture_output=True).returncode == 0
+    cwd = example.project  # as run.sh does: the project's conftest.py (its custom check) loads
+    assert subprocess.run([*args, "--release-stage", "pre_release"], cwd=cwd, capture_output=True).returncode == 0
     example.ctl("stop")
     example.ctl("deploy", "1.1.0")
     example.ctl("start", "--port", str(example.port))
     after = [*args, "--release-stage", "release", "--release-stage", "post_release"]
-    proc = subprocess.Popen(after, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(after, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    journals = pytester.path / "evidence" / "rollback" / "procedures"
+    journals = evidence / "rollback" / "procedures"
     assert _wait_and_kill(proc, journals, *KILL_POINTS[point]), "the rollback never reached the kill point"
-    resumed = subprocess.run(after, cwd=pytester.path, capture_output=True, text=True)
+    resumed = subprocess.run(after, cwd=cwd, capture_output=True, text=True)
     assert resumed.returncode == 1, resumed.stdout
     assert "resuming the rollback interrupted in run" in resumed.stdout
     assert "ROLLED BACK (resumed the rollback of run" in resumed.stdout
@@ -319,6 +320,6 @@ def test_rollback_killed_with_sigkill_resumes_on_the_next_run(pytester: pytest.P
     assert [e["event"] for e in events].count("rollback_resume") == 1
     assert events[-1]["event"] == "rollback_end" and events[-1]["outcome"] == "rolled_back"
     # The killed run's evidence is taken into the resuming run's manifest: the tree verifies.
-    verify = subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(pytester.path / "evidence")],
+    verify = subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(evidence)],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout
