@@ -145,3 +145,87 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Example
     example.ctl("start", "--port", str(port))
     yield example
     subprocess.run([sys.executable, str(project / "ctl.py"), "stop"], capture_output=True)
+
+
+# -- PostgreSQL: a private server for the session --------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    import glob as _glob
+    import shutil as _shutil
+
+    found = sorted(_glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = _shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _pg_unavailable(message: str) -> None:
+    import os as _os
+
+    if _os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: .ci/run must install PostgreSQL)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A private PostgreSQL server on 127.0.0.1 and a free port; the DSN of its ``postgres`` database.
+
+    initdb into a fresh directory, run as the ``postgres`` OS user when the tests run as root
+    (PostgreSQL refuses root); stopped at the end of the session.
+    """
+    import os as _os
+    import shutil as _shutil
+    import socket as _socket
+    import tempfile
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _pg_unavailable("psycopg is not installed: pip install -e '.[test]'")
+    bindir = _pg_bin()
+    if bindir is None:
+        _pg_unavailable("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin): "
+                        "apt-get install postgresql")
+    assert bindir is not None
+    base = Path(tempfile.mkdtemp(prefix="pytest-release-pg-"))
+    as_root = _os.geteuid() == 0
+    prefix: list[str] = []
+    if as_root:
+        _shutil.chown(base, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = base / "data"
+
+    def run(*argv: str) -> None:
+        done = subprocess.run(prefix + list(argv), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+        "--locale=C", "--no-sync")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+        "-o", f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c synchronous_commit=off "
+              "-c full_page_writes=off -c shared_buffers=16MB -c max_connections=40", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        _shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL server; its DSN."""
+    import re as _re
+
+    import psycopg
+
+    name = "t_" + _re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:40] + f"_{time.monotonic_ns() % 10**8}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

@@ -4,8 +4,13 @@
 until killed. Modes:
 
 * ``http``: ``/healthz`` answers 200 ``{"status": "ok", "version": "1.2.3"}``, ``/fail`` 503,
-  ``/slow`` after 0.3 s, anything else 404 (keep-alive, Nagle disabled).
-* ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files).
+  ``/slow`` after 0.3 s, ``/delay?ms=N`` after N ms, ``/version`` ``{"version": "1.2.3"}``,
+  anything else 404 (keep-alive, Nagle disabled). Every answer carries
+  ``X-Content-Type-Options: nosniff``.
+* ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files), plus
+  ``Strict-Transport-Security``.
+* ``insecure``: like ``http`` but without security headers, with ``/.git/config`` and ``/.env``
+  served (200) and ``/version`` reporting ``0.9.1``.
 * ``hang``: accepts connections and never answers.
 * ``trickle``: answers with headers, then one byte of body every 0.2 s, forever.
 * ``slow-headers``: answers with a status line, then one byte of a header every 0.2 s, forever
@@ -25,6 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    security_headers: tuple[tuple[str, str], ...] = (("X-Content-Type-Options", "nosniff"),)
+    exposed = False
+    version = "1.2.3"
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -34,6 +42,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in self.security_headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -45,6 +55,13 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(0.3)
             self._send(200, {"status": "ok"})
+        elif self.path.startswith("/delay?ms="):
+            time.sleep(int(self.path.partition("=")[2]) / 1000)
+            self._send(200, {"status": "ok"})
+        elif self.path == "/version":
+            self._send(200, {"version": self.version, "build": {"version": self.version}})
+        elif self.exposed and self.path in ("/.git/config", "/.env"):
+            self._send(200, {"leak": "[core] repositoryformatversion = 0"})
         else:
             self._send(404, {"error": "not found"})
 
@@ -73,8 +90,17 @@ def trickle(sock: socket.socket, head: bytes = b"HTTP/1.1 200 OK\r\nContent-Leng
 
 
 def main(mode: str, *tls: str) -> None:
-    if mode in ("http", "https"):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if mode in ("http", "https", "insecure"):
+        handler: type[Handler] = Handler
+        if mode == "https":
+            handler = type("SecureHandler", (Handler,), {"security_headers": Handler.security_headers + (
+                ("Strict-Transport-Security", "max-age=31536000"),)})
+        elif mode == "insecure":
+            handler = type("InsecureHandler", (Handler,), {"security_headers": (), "exposed": True,
+                                                           "version": "0.9.1"})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         if mode == "https":
             import ssl
 

@@ -119,9 +119,10 @@ def run(ctx: CheckContext) -> CheckResult:
             except urllib3.exceptions.NewConnectionError:
                 elapsed, error = None, "cannot connect"
             except (urllib3.exceptions.TimeoutError, TimeoutError):
-                elapsed, error = None, "timeout"
-                if ctx.remaining() <= 0:
+                if ctx.remaining() <= 0.001:  # cut by the budget, not slow by itself: not a sample
                     out_of_budget.set()
+                    return
+                elapsed, error = None, "timeout"
             except urllib3.exceptions.HTTPError as exc:
                 elapsed, error = None, type(getattr(exc, "reason", None) or exc).__name__
             with lock:

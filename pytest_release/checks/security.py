@@ -24,6 +24,7 @@ import socket
 import ssl
 import stat
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -276,9 +277,11 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
     probe.check_hostname = False
     probe.verify_mode = ssl.CERT_NONE
     try:
-        probe.set_ciphers("DEFAULT:@SECLEVEL=0")
-        probe.minimum_version = lower[0]
-        probe.maximum_version = lower[-1]
+        with warnings.catch_warnings():  # TLS 1.0 and 1.1 are deprecated: that is why we probe them
+            warnings.simplefilter("ignore", DeprecationWarning)
+            probe.set_ciphers("DEFAULT:@SECLEVEL=0")
+            probe.minimum_version = lower[0]
+            probe.maximum_version = lower[-1]
     except (ValueError, ssl.SSLError):
         measured["lower_tls_refused"] = "untested"
         return

@@ -148,10 +148,12 @@ class Store:
         if self.engine == "sqlite":
             rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
             return sorted(r[0] for r in rows)
-        rows = self.query("SELECT table_schema, table_name FROM information_schema.tables "
-                          "WHERE table_type = 'BASE TABLE' "
-                          "AND table_schema NOT IN ('pg_catalog', 'information_schema') "
-                          "AND table_schema NOT LIKE 'pg_toast%'")
+        # pg_class, not information_schema: that hides the tables this role may not read.
+        rows = self.query("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+                          "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                          "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                          "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                          "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")
         return sorted(name if schema == "public" else f"{schema}.{name}" for schema, name in rows)
 
     def quote(self, table: str) -> str:
@@ -161,10 +163,9 @@ class Store:
     def columns(self, table: str) -> list[str]:
         if self.engine == "sqlite":
             return [r[1] for r in self.query(f"PRAGMA table_info({self.quote(table)})")]
-        schema, _, name = table.rpartition(".")
         return [r[0] for r in self.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position", (schema or "public", name))]
+            "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum", (self.quote(table),))]
 
     def primary_key(self, table: str) -> list[str]:
         if self.engine == "sqlite":
