@@ -75,9 +75,11 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN ((?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP
 _AWS_KEY = re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b")
 _SECRET_KEY = (r"(?:password|passwd|pwd|secret|token|api[_-]?key|secret[_-]?key|access[_-]?key"
                r"|private[_-]?key|auth[_-]?token|client[_-]?secret|credentials?)")
+# ``key: value`` / ``key = value`` at the start of a line or inside a flow mapping or JSON object;
+# the value runs to the end of the line, or to the next ``,`` or ``}`` when it is not quoted.
 _ASSIGNMENT = re.compile(
-    r"""^\s*(?:export\s+|-\s+)?["']?(?P<key>(?:[A-Za-z0-9_.-]*[_.-])?""" + _SECRET_KEY +
-    r""")["']?\s*(?::|=)\s*(?P<value>.*?)\s*,?\s*$""", re.IGNORECASE)
+    r"""(?:^\s*(?:export\s+|-\s+)?|[{,]\s*)["']?(?P<key>(?:[A-Za-z0-9_.-]*[_.-])?""" + _SECRET_KEY +
+    r""")["']?\s*(?::|=)[ \t]*(?P<value>"[^"]*"|'[^']*'|[^,}\s][^,}]*?)?\s*(?=[,}]|$)""", re.IGNORECASE)
 _REFERENCE = re.compile(r"^\$\{[^}]*\}$|^\$[A-Za-z_][A-Za-z0-9_]*$|^%\([^)]*\)s$|^\{\{.*\}\}$")
 _EMPTY = {"", "null", "~", "none", "''", '""', "[]", "{}", "<redacted>", "***", "changeme-in-env"}
 
@@ -118,14 +120,17 @@ def scan_text(text: str, patterns: list[re.Pattern[str]] = ()) -> list[tuple[int
         if match:
             findings.append((number, f"AWS access key id {match.group(1)[:4]}{'*' * 16}"))
             continue
-        match = _ASSIGNMENT.match(line)
         stripped = line.lstrip()
-        if match and not stripped.startswith(("#", ";", "//")):
-            secret = _literal(match.group("value"))
-            if secret is not None:
-                findings.append((number, f"{match.group('key')} = {mask(secret)}: a literal secret "
-                                         "(use ${env:NAME} or a secret store)"))
-                continue
+        secret = None
+        if not stripped.startswith(("#", ";", "//")):
+            for match in _ASSIGNMENT.finditer(line):
+                secret = _literal(match.group("value") or "")
+                if secret is not None:
+                    findings.append((number, f"{match.group('key')} = {mask(secret)}: a literal secret "
+                                             "(use ${env:NAME} or a secret store)"))
+                    break
+        if secret is not None:
+            continue
         for pattern in patterns:
             found = pattern.search(line)
             if found:
