@@ -210,3 +210,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_dsn_without_psycopg_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
+    dsn = "postgresql://app:pw-not-shown@db.internal:5432/shop"
+    for kind in ("integrity", "consistency"):
+        result = run_check(kind, {"dsn": dsn}, tmp_path, **({"queries": [{"sql": "SELECT 1", "expect": "empty"}]}
+                                                            if kind == "consistency" else {}))
+        assert not result.passed
+        assert result.summary == "psycopg is not installed: pip install 'pytest-release[postgres]'"
