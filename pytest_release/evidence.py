@@ -76,14 +76,17 @@ def sha256_path(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Write via a temporary file and a rename: a reader sees no file or the whole file.
+    ``sync`` also forces it to disk (the manifest and LATEST; ``seal`` syncs the records first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -171,8 +174,9 @@ class EvidenceTree:
         }
         path = self.run_dir / MANIFEST
         data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-        _atomic_write(path, data)
-        _atomic_write(self.root / LATEST, (self.run_id + "\n").encode())
+        os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
+        _atomic_write(path, data, sync=True)
+        _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
         return path, hashlib.sha256(data).hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ __all__ = ["CheckFailed", "CheckItem", "PlanFile"]
 
 DEADLINE = pytest.StashKey[float]()
 BLOCKED = pytest.StashKey[str]()
+#: The future of this item's check when its gate's checks were started together (fan-out).
+EARLY = pytest.StashKey["Future[CheckResult]"]()
 
 
 class CheckFailed(Exception):
@@ -126,14 +129,19 @@ class CheckItem(pytest.Item):
         if reason:
             pytest.skip(reason)
 
-    def runtest(self) -> None:
+    def check(self) -> CheckResult:
+        """Run this item's check (in this thread, or on the fan-out pool started for its gate)."""
         if self.kind.run is None:
-            pytest.skip(f"not checked: check kind {self.spec.kind!r} is not run by this version of pytest-release")
+            raise NotBuilt(f"check kind {self.spec.kind!r} is not run by this version of pytest-release")
         ctx = CheckContext(kind=self.spec.kind, params=self.spec.params, target=self.target,
                            base_dir=self.plan.base_dir, gate=self.gate_id, budget=self.gate.timeout,
                            deadline=self.stash[DEADLINE], targets=self.plan.targets)
+        return self.kind.run(ctx)
+
+    def runtest(self) -> None:
+        early = self.stash.get(EARLY, None)
         try:
-            result = self.kind.run(ctx)
+            result = early.result() if early is not None else self.check()
         except NotBuilt as exc:
             pytest.skip(f"not checked: {redact(str(exc), self.plan.secrets)}")
         secrets = self.plan.secrets

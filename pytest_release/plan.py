@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import jsonschema
@@ -45,6 +47,39 @@ class Target:
         key = next(k for k in TARGET_KINDS if k in self.spec)
         value = self.spec[key]
         return f"{self.name} ({self.kind}: {', '.join(value) if isinstance(value, list) else value})"
+
+    def instances(self) -> list[Target]:
+        """One target per instance: a service with several URLs (a list, or a ``{a..b}`` range)
+        is judged per URL, as ``api@host:port``; every other target is its own one instance."""
+        url = self.spec.get("url")
+        urls = expand_urls(url) if url is not None else []
+        if not urls or urls == [url]:
+            return [self]
+        return [replace(self, name=f"{self.name}@{_host_port(u)}", spec={**self.spec, "url": u}) for u in urls]
+
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_urls(value: str | Sequence[str]) -> list[str]:
+    """Every URL of ``value``: a list as it is, a ``{a..b}`` range in a string expanded."""
+    found: list[str] = []
+    for url in [value] if isinstance(value, str) else value:
+        match = _RANGE.search(url)
+        if match is None:
+            found.append(url)
+            continue
+        low, high = int(match.group(1)), int(match.group(2))
+        step = 1 if high >= low else -1
+        for number in range(low, high + step, step):
+            found += expand_urls(url[:match.start()] + str(number) + url[match.end():])
+    return found
+
+
+def _host_port(url: str) -> str:
+    """``host:port`` of a URL, with its path when it has one (instances may differ by path)."""
+    parts = urlsplit(url)
+    return (parts.netloc + parts.path.rstrip("/")) or url
 
 
 @dataclass(frozen=True)
@@ -90,6 +125,8 @@ class Gate:
     targets: tuple[str, ...] | None
     stages: tuple[str, ...] | None
     mark: Mark
+    #: How many of the gate's target checks run at once in one process.
+    concurrency: int = 16
 
 
 @dataclass(frozen=True)
@@ -207,7 +244,7 @@ class Plan:
         """The targets ``check`` judges in ``gate``: the gate's targets (all by default) it can judge."""
         kind = kinds[check.kind]
         names = gate.targets if gate.targets is not None else list(self.targets)
-        return [self.targets[n] for n in names if kind.can_judge(self.targets[n])]
+        return [instance for n in names if kind.can_judge(self.targets[n]) for instance in self.targets[n].instances()]
 
 
 def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
@@ -506,6 +543,7 @@ class _Semantics:
                 targets=tuple(g["targets"]) if "targets" in g else None,
                 stages=tuple(g["stages"]) if "stages" in g else None,
                 mark=self.doc.mark(("validation", "gates", gi)),
+                concurrency=g.get("concurrency", 16),
             ))
         plan = Plan(path=path.resolve(), display=display, sha256=sha256,
                     name=str(release.get("name") or path.stem), version=str(release.get("version", "")),

@@ -12,7 +12,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import pytest
 
 from . import __version__
 from .checks import BUILTIN_KINDS, CheckKind
-from .items import BLOCKED, DEADLINE, CheckItem, PlanFile
+from .fanout import Fanout
+from .items import BLOCKED, DEADLINE, EARLY, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .plan import DEFAULT_EVIDENCE, READINESS, Plan, load_plan
 from .problems import PlanError
@@ -62,6 +63,9 @@ class Session:
     items: list[CheckItem]
     #: Why no check of this run runs (a manual rollback, or resuming an interrupted one).
     skip_all: str = ""
+    fanout: Fanout = field(default_factory=Fanout)
+    #: The selected items of the stages before each stage (by stage index), worked out once.
+    earlier: dict[int, list[CheckItem]] = field(default_factory=dict)
 
 
 SESSION = pytest.StashKey[Session]()
@@ -273,7 +277,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def _blocked_reason(release: Session, item: CheckItem) -> str | None:
     """Why ``item`` must not run: a required gate of an earlier stage failed (or never finished)."""
-    earlier = [i for i in release.items if i.stage.index < item.stage.index]
+    earlier = release.earlier.get(item.stage.index)
+    if earlier is None:
+        earlier = release.earlier[item.stage.index] = [i for i in release.items if i.stage.index < item.stage.index]
     if not earlier:
         return None
     max_wait = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values()) * len(release.plan.stages)
@@ -296,12 +302,33 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             item.stash[BLOCKED] = redact(reason, release.plan.secrets)
         deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
         item.stash[DEADLINE] = deadline
+        if not reason and not release.state.wait_for_others:
+            _fan_out(release, item, deadline)
+        early = release.fanout.take(item.nodeid)
+        if early is not None:
+            item.stash[EARLY] = early
         if hasattr(signal, "SIGALRM"):
             import time
 
             left = max(deadline - time.monotonic(), 0.0)
             item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)
+
+
+def _fan_out(release: Session, item: CheckItem, deadline: float) -> None:
+    """On the gate's first item, start the checks of all its target items at once (see fanout)."""
+    if not item.kind.judges or item.gate.concurrency <= 1 or item.kind.run is None:
+        return
+    if release.fanout.started((item.stage.name, item.gate.name)):
+        return
+    same = [i for i in release.items if i.stage is item.stage and i.gate is item.gate and i.kind.judges
+            and i.kind.run is not None]
+    if len(same) < 2:
+        return
+    for other in same:
+        other.stash[DEADLINE] = deadline
+    release.fanout.start((item.stage.name, item.gate.name), [(i.nodeid, i.check) for i in same],
+                         item.gate.concurrency)
 
 
 VERDICT = pytest.StashKey[str]()

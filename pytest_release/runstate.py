@@ -58,8 +58,11 @@ class RunState:
         return self.directory / (hashlib.sha1(nodeid.encode()).hexdigest() + ".json")
 
     def record(self, record: Record) -> None:
-        """Write ``record`` atomically, so a reader never sees half of it."""
+        """Keep ``record``; with other processes (xdist) also write it for them, atomically, so a
+        reader never sees half of it."""
         self._records[record.nodeid] = record
+        if not self.wait_for_others:
+            return
         final = self._file(record.nodeid)
         temp = final.with_suffix(f".{os.getpid()}.tmp")
         temp.write_text(json.dumps(record.__dict__), "utf-8")

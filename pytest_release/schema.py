@@ -87,8 +87,10 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
     actions = ACTIONS if actions is None else actions
     target = _obj(
         {
-            "url": {"type": "string", "pattern": r"^https?://",
-                    "description": "a service's base URL (http:// or https://)"},
+            "url": {"type": ["string", "array"], "pattern": r"^https?://", "minItems": 1,
+                    "items": {"type": "string", "pattern": r"^https?://"},
+                    "description": "a service's base URL (http:// or https://), a list of them (instances), "
+                                   "or a pattern with a range: http://10.0.0.1:{8001..8004}"},
             "health": {"type": "string", "pattern": "^/", "description": "the service's health path, e.g. /healthz"},
             "tcp": {"type": "string", "pattern": r"^[^:\s]+:[0-9]{1,5}$", "description": "host:port"},
             "verify_tls": {"type": "boolean"},
@@ -129,6 +131,8 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
             "required": {"type": "boolean"},
             "targets": names,
             "stages": names,
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 256,
+                            "description": "how many of the gate's checks run at once (default 16)"},
             "description": {"type": "string"},
         },
         ("name", "checks"),

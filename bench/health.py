@@ -1,0 +1,112 @@
+"""Health-check benchmarks (``python bench/health.py``): the plugin against raw clients, both
+measured in this run against the same local server (threaded, Nagle disabled, keep-alive).
+
+1. 1,000 health checks (1,000 instances of one service): pytest's session time for the plan
+   divided by a raw thread pool of keep-alive urllib3 clients doing the same 1,000 requests.
+   Goal: at most 1.5.
+2. 200 checks of an endpoint that takes 100 ms: the session time divided by the sequential time
+   (200 x 100 ms). Goal: at most 0.15.
+
+The session time is what pytest reports ("in 1.23s"): collection, every check, the reports and
+the evidence, without the interpreter's start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import urllib3
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow"):
+            time.sleep(0.1)
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def raw(urls: list[str], concurrency: int) -> float:
+    pool = urllib3.PoolManager(maxsize=concurrency, retries=False)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as executor:
+        statuses = list(executor.map(lambda u: pool.request("GET", u).status, urls))
+    took = time.perf_counter() - started
+    assert statuses.count(200) == len(urls), "the raw clients saw errors"
+    return took
+
+
+def plugin(directory: Path, base: str, count: int, concurrency: int, path: str) -> float:
+    plan = f"""\
+release: {{name: bench}}
+targets:
+  api: {{url: "{base}/i{{1..{count}}}"}}
+strategy:
+  stages: [{{name: post_release}}]
+  gates: [{{name: validation_gate, timeout: 120}}]
+validation:
+  gates:
+    - name: service_validation
+      concurrency: {concurrency}
+      checks: [{{health: {{path: {path}}}}}]
+"""
+    (directory / "release-plan.yaml").write_text(plan)
+    done = subprocess.run([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-q",
+                           "-p", "no:cacheprovider", "--release-evidence-dir", str(directory / "evidence")],
+                          cwd=directory, capture_output=True, text=True)
+    match = re.search(rf"(\d+) passed in ([0-9.]+)s", done.stdout)
+    if done.returncode != 0 or not match or int(match.group(1)) != count:
+        raise SystemExit(f"the plan did not pass:\n{done.stdout[-3000:]}")
+    return float(match.group(2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        raw_times, plugin_times = [], []
+        for _ in range(args.repeat):
+            raw_times.append(raw([f"{base}/i{i}/healthz" for i in range(1, 1001)], args.concurrency))
+            plugin_times.append(plugin(directory, base, 1000, args.concurrency, "/healthz"))
+        best_raw, best_plugin = min(raw_times), min(plugin_times)
+        print(f"1. 1,000 health checks: plugin {best_plugin:.3f}s, raw keep-alive pool {best_raw:.3f}s "
+              f"(best of {args.repeat}); ratio {best_plugin / best_raw:.2f} (goal: at most 1.5)")
+        slow = [plugin(directory, base, 200, args.concurrency, "/slow") for _ in range(args.repeat)]
+        sequential = 200 * 0.1
+        print(f"2. 200 checks of a 100 ms endpoint: plugin {min(slow):.3f}s, sequential {sequential:.1f}s; "
+              f"ratio {min(slow) / sequential:.3f} (goal: at most 0.15)")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
