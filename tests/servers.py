@@ -52,7 +52,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok", "version": "1.2.3", "checks": {"db": "up"}})
         elif self.path == "/fail":
             self._send(503, {"status": "failing", "reason": "database unreachable"})
-        elif self.path == "/slow":
+        elif self.path.endswith("/slow"):  # /slow, and /nodeN/slow for instances of a service
             time.sleep(0.3)
             self._send(200, {"status": "ok"})
         elif self.path.startswith("/delay?ms="):
