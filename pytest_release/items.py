@@ -174,4 +174,5 @@ class CheckItem(pytest.Item):
 
 
 def _plain(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
+    """Figures inline; structured values (a histogram, a list of rows) stay in the record."""
+    return ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, list)) or "-"

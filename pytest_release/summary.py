@@ -153,7 +153,9 @@ _COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "bl
 
 
 def _plain(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()) or "-"
+    """Figures inline; structured values (a histogram, a list of rows) stay in the record."""
+    return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()
+                     if not isinstance(v, list)) or "-"
 
 
 def _badge(verdict: str) -> str:

@@ -235,7 +235,8 @@ def test_html_report_opens_with_the_release_summary_in_chromium(
     """Real headless Chromium (Debian's, driven by Playwright) opens the self-contained report."""
     from playwright.sync_api import sync_playwright
 
-    write_plan(_plan(http_url, fail=True))
+    plan = _plan(http_url, fail=True) + "    - name: load\n      checks: [{performance: {requests: 40, concurrency: 4}}]\n"
+    write_plan(plan)
     assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
     evidence = pytester.path / "evidence" / "release"
     report = evidence / "runs" / _latest(evidence) / "report.html"
@@ -258,7 +259,10 @@ def test_html_report_opens_with_the_release_summary_in_chromium(
             assert href is not None
             record = json.loads((report.parent / href).read_text())
             assert record["record"] == "check" and record["verdict"] == "failed"
-            page.screenshot(path=str(shot))
+            chart = page.locator("#release-latency svg.release-latency-chart").first
+            assert chart.is_visible()  # the performance check's latency distribution
+            assert page.locator("#release-latency rect").count() >= 20
+            page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000

@@ -63,6 +63,19 @@ def _ms(value: float) -> str:
     return f"{value:.2f}ms"
 
 
+def histogram(ordered: list[float], buckets: int = 20) -> list[list[float]]:
+    """The latency distribution as ``[[upper bound ms, count], ...]`` in equal-width buckets from
+    the fastest to the slowest answer (drawn as a chart in the HTML report)."""
+    if not ordered:
+        return []
+    low, high = ordered[0], ordered[-1]
+    width = (high - low) / buckets or 1.0
+    counts = [0] * buckets
+    for value in ordered:
+        counts[min(int((value - low) / width), buckets - 1)] += 1
+    return [[round(low + width * (i + 1), 3), count] for i, count in enumerate(counts)]
+
+
 def run(ctx: CheckContext) -> CheckResult:
     target = ctx.target
     assert target is not None
@@ -147,7 +160,7 @@ def run(ctx: CheckContext) -> CheckResult:
         measured[f"{name}_ms"] = None if math.isnan(value) else round(value, 3)
     error_rate = failed / done if done else 1.0
     measured.update({"error_rate": round(error_rate, 4), "errors": failed, "rps": round(done / wall, 1),
-                     "wall_s": round(wall, 3)})
+                     "wall_s": round(wall, 3), "latency_histogram": histogram(ordered)})
     details = [f"errors: {', '.join(f'{n} x {e}' for e, n in sorted(errors.items()))}"] if errors else []
 
     over: list[str] = []
