@@ -85,6 +85,21 @@ def _obj(properties: Mapping[str, Any], required: tuple[str, ...], description: 
             "additionalProperties": False, "description": description}
 
 
+def _backup(into: Callable[[StepContext, Path], StepResult]) -> tuple[Callable[[StepContext], StepResult],
+                                                                      Callable[[StepContext], StepResult]]:
+    """A backup action's (run, ready) from ``into(ctx, where)``: readiness writes the restore point
+    at ``to``; a rollback keeps the state it replaces at ``to.before-rollback``, never at ``to``."""
+
+    def run(ctx: StepContext) -> StepResult:
+        target = ctx.path(ctx.params["to"])
+        return into(ctx, target.with_name(target.name + SNAPSHOT_SUFFIX))
+
+    def ready(ctx: StepContext) -> StepResult:
+        return into(ctx, ctx.path(ctx.params["to"]))
+
+    return run, ready
+
+
 # -- command ------------------------------------------------------------------------------------
 
 
@@ -173,15 +188,6 @@ def _check_sums(directory: Path) -> list[str]:
     return problems
 
 
-def _file_backup(ctx: StepContext) -> StepResult:
-    target = ctx.path(ctx.params["to"])
-    return _file_backup_into(ctx, target.with_name(target.name + SNAPSHOT_SUFFIX))
-
-
-def _file_backup_ready(ctx: StepContext) -> StepResult:
-    return _file_backup_into(ctx, ctx.path(ctx.params["to"]))
-
-
 def _file_restore(ctx: StepContext) -> StepResult:
     source = ctx.path(ctx.params["from"])
     problems = _check_sums(source)
@@ -258,15 +264,6 @@ def _sqlite_backup_into(ctx: StepContext, target: Path) -> StepResult:
                       measured={"sha256": digest, "bytes": target.stat().st_size})
 
 
-def _sqlite_backup(ctx: StepContext) -> StepResult:
-    target = ctx.path(ctx.params["to"])
-    return _sqlite_backup_into(ctx, target.with_name(target.name + SNAPSHOT_SUFFIX))
-
-
-def _sqlite_backup_ready(ctx: StepContext) -> StepResult:
-    return _sqlite_backup_into(ctx, ctx.path(ctx.params["to"]))
-
-
 def _verified_backup(path: Path, timeout: float) -> str | None:
     """Why the backup at ``path`` cannot be restored, or ``None``."""
     if not path.is_file():
@@ -335,15 +332,6 @@ def _symlink_backup_into(ctx: StepContext, target: Path) -> StepResult:
     os.symlink(live, temp)
     os.replace(temp, target)
     return StepResult(True, f"remembered {link.name} -> {live} as {target}", measured={"release": str(live)})
-
-
-def _symlink_backup(ctx: StepContext) -> StepResult:
-    target = ctx.path(ctx.params["to"])
-    return _symlink_backup_into(ctx, target.with_name(target.name + SNAPSHOT_SUFFIX))
-
-
-def _symlink_backup_ready(ctx: StepContext) -> StepResult:
-    return _symlink_backup_into(ctx, ctx.path(ctx.params["to"]))
 
 
 def _symlink_ready(ctx: StepContext) -> StepResult:
@@ -530,14 +518,14 @@ ACTIONS: dict[str, ActionKind] = {a.name: a for a in (
         _command, _command_ready, description="run a program; it must exit 0 (or exit_code)"),
     ActionKind("file_backup", _obj({"files": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                                     "to": {"type": "string"}}, ("files", "to"), "files to back up, and where"),
-               _file_backup, _file_backup_ready, backup=True,
+               *_backup(_file_backup_into), backup=True,
                description="copy files (globs) with a SHA256SUMS into a backup folder"),
     ActionKind("file_restore", _obj({"from": {"type": "string"}, "to": {"type": "string"}}, ("from",),
                                     "a backup folder to restore from"),
                _file_restore, _file_restore_ready, description="verify a file backup and put its files back"),
     ActionKind("sqlite_backup", _obj({"db": {"type": "string"}, "to": {"type": "string"}}, ("db", "to"),
                                      "a SQLite database and where its backup goes"),
-               _sqlite_backup, _sqlite_backup_ready, backup=True,
+               *_backup(_sqlite_backup_into), backup=True,
                description="SQLite backup API copy, integrity-checked, with its SHA-256"),
     ActionKind("sqlite_restore", _obj({"db": {"type": "string"}, "from": {"type": "string"}}, ("db", "from"),
                                       "a SQLite database and the backup to restore into it"),
@@ -548,7 +536,7 @@ ACTIONS: dict[str, ActionKind] = {a.name: a for a in (
                _symlink, _symlink_ready, description="switch a symlink to another release, atomically"),
     ActionKind("symlink_backup", _obj({"link": {"type": "string"}, "to": {"type": "string"}}, ("link", "to"),
                                       "a symlink whose release to remember, and where"),
-               _symlink_backup, _symlink_backup_ready, backup=True,
+               *_backup(_symlink_backup_into), backup=True,
                description="remember the release a symlink points to (the release to revert to)"),
     ActionKind("process_stop", _obj({"pidfile": {"type": "string"}, "grace": DURATION_SCHEMA}, ("pidfile",),
                                     "a pidfile, and how long SIGTERM may take before SIGKILL"),
