@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,9 @@ class Settings:
 
 
 @dataclass
-class Session:
+class Run:
+    """What this process knows of the release run: the plan, its checks, shared state."""
+
     settings: Settings
     plan: Plan
     kinds: dict[str, CheckKind]
@@ -68,7 +71,7 @@ class Session:
     earlier: dict[int, list[CheckItem]] = field(default_factory=dict)
 
 
-SESSION = pytest.StashKey[Session]()
+RUN = pytest.StashKey[Run]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -182,7 +185,7 @@ def pytest_configure(config: pytest.Config) -> None:
         owns = True
         if not config.option.collectonly:
             skip_all = _start_evidence_and_rollback(config, settings, plan, kinds)
-    config.stash[SESSION] = Session(settings, plan, kinds, state, owns, [], skip_all)
+    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all)
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -226,7 +229,7 @@ def _default_reports(config: pytest.Config, tree: EvidenceTree) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist (controller): hand the run's record directory to each worker."""
-    session = node.config.stash.get(SESSION, None)
+    session = node.config.stash.get(RUN, None)
     if session is not None:
         node.workerinput[STATE_KEY] = str(session.state.directory)
         node.workerinput[SKIP_KEY] = session.skip_all
@@ -237,13 +240,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         plugin = config.pluginmanager.get_plugin(name)
         if plugin is not None:
             config.pluginmanager.unregister(plugin)
-    session = config.stash.get(SESSION, None)
+    session = config.stash.get(RUN, None)
     if session is not None and session.owns_state:
         shutil.rmtree(session.state.directory, ignore_errors=True)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PlanFile | None:
-    session = parent.config.stash.get(SESSION, None)
+    session = parent.config.stash.get(RUN, None)
     if session is None or file_path.resolve() != session.settings.plan:
         return None
     node = PlanFile.from_parent(parent, path=file_path)
@@ -252,13 +255,13 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> PlanFile |
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    release = session.config.stash.get(SESSION, None)
+    release = session.config.stash.get(RUN, None)
     if release is not None:
         release.items = [i for i in session.items if isinstance(i, CheckItem)]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    session = config.stash.get(SESSION, None)
+    session = config.stash.get(RUN, None)
     if session is None:
         return None
     plan = session.plan
@@ -275,7 +278,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 # -- running a check ----------------------------------------------------------------------------
 
 
-def _blocked_reason(release: Session, item: CheckItem) -> str | None:
+def _blocked_reason(release: Run, item: CheckItem) -> str | None:
     """Why ``item`` must not run: a required gate of an earlier stage failed (or never finished)."""
     earlier = release.earlier.get(item.stage.index)
     if earlier is None:
@@ -295,7 +298,7 @@ def _blocked_reason(release: Session, item: CheckItem) -> str | None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    release = item.config.stash.get(SESSION, None)
+    release = item.config.stash.get(RUN, None)
     if release is not None and isinstance(item, CheckItem):
         reason = release.skip_all or _blocked_reason(release, item)
         if reason:
@@ -308,14 +311,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if early is not None:
             item.stash[EARLY] = early
         if hasattr(signal, "SIGALRM"):
-            import time
-
             left = max(deadline - time.monotonic(), 0.0)
             item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)
 
 
-def _fan_out(release: Session, item: CheckItem, deadline: float) -> None:
+def _fan_out(release: Run, item: CheckItem, deadline: float) -> None:
     """On the gate's first item, start the checks of all its target items at once (see fanout)."""
     if not item.kind.judges or item.gate.concurrency <= 1 or item.kind.run is None:
         return
@@ -339,7 +340,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if not isinstance(item, CheckItem):
         return report
-    release = item.config.stash[SESSION]
+    release = item.config.stash[RUN]
     verdict = item.stash.get(VERDICT, "passed")
     if report.failed and not item.gate.required:
         # A gate with required: false warns: shown everywhere, never in the exit code.
@@ -382,7 +383,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    release = config.stash.get(SESSION, None)
+    release = config.stash.get(RUN, None)
     if release is None:
         return
     tr = terminalreporter
