@@ -32,6 +32,8 @@ DEFAULT_EVIDENCE = "evidence/release"
 STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
 #: The check kind of the rollback_gate's readiness checks (internal: not for plans to name).
 READINESS = "rollback_readiness"
+#: The check kind of a validation metric, added to each gate it covers (internal).
+METRIC = "validation_metric"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class CheckSpec:
             return f"{self.label}[{target.name}]"
         if self.kind == "command":
             return f"{self.label}[{command_label(dict(self.params))}]"
-        suffix = self.params.get("procedure")
+        suffix = self.params.get("procedure") or self.params.get("metric")
         return f"{self.label}[{suffix}]" if suffix else self.label
 
 
@@ -127,6 +129,19 @@ class Gate:
     mark: Mark
     #: How many of the gate's target checks run at once in one process.
     concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric: its gates' checks sampled every ``interval`` over ``window``; the
+    share of good samples must reach ``threshold``."""
+
+    name: str
+    threshold: float
+    window: float
+    interval: float
+    gates: tuple[str, ...]
+    mark: Mark
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,9 @@ class Plan:
     triggers: dict[str, Trigger] = field(default_factory=dict)
     #: The strategy's gates by name (validation_gate, rollback_gate, monitoring_gate): required, timeout.
     strategy_gates: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    #: Every budget, window and interval is the plan's times this (a rehearsal when below 1).
+    time_scale: float = 1.0
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -248,7 +266,7 @@ class Plan:
 
 
 def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
-              env: Mapping[str, str] | None = None, display: str | None = None) -> Plan:
+              env: Mapping[str, str] | None = None, display: str | None = None, time_scale: float = 1.0) -> Plan:
     """Read and validate the plan at ``path``; raise :class:`PlanError` listing every problem."""
     path = Path(path)
     display = display or str(path)
@@ -263,7 +281,7 @@ def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
                     "validation, monitoring, analytics, automation)")
         raise PlanError(_redact(doc.problems, doc.secrets))
     _schema_problems(doc, kinds)
-    checker = _Semantics(doc, kinds)
+    checker = _Semantics(doc, kinds, time_scale)
     checker.run()
     if doc.problems:
         raise PlanError(_redact(doc.problems, doc.secrets))
@@ -362,10 +380,15 @@ def _section(data: Mapping[str, Any], *keys: str) -> Any:
 class _Semantics:
     """What a schema cannot say: unique names, references, units, what runs and what not yet."""
 
-    def __init__(self, doc: Document, kinds: Mapping[str, CheckKind]) -> None:
+    def __init__(self, doc: Document, kinds: Mapping[str, CheckKind], time_scale: float = 1.0) -> None:
         self.doc = doc
         self.data: dict[str, Any] = doc.data  # type: ignore[assignment]
         self.kinds = kinds
+        self.time_scale = time_scale
+
+    def seconds(self, value: object) -> float:
+        """A budget, window or interval of the plan, in seconds, times the time scale."""
+        return parse_duration(value) * self.time_scale
 
     def run(self) -> None:
         for keys in (("strategy", "stages"), ("strategy", "gates"), ("validation", "gates"),
@@ -507,6 +530,12 @@ class _Semantics:
                 self.doc.add(("monitoring", "alerts", ai, "metric"),
                              f"no monitoring metric named {mname!r}{did_you_mean(mname, metrics)}")
         strategy_gates = [g.get("name") for _, g in _items(_section(self.data, "strategy", "gates"))]
+        for mi, metric in _items(_section(self.data, "validation", "metrics")):
+            name = metric.get("name")
+            if "gates" not in metric and isinstance(name, str) and not any(
+                    isinstance(g, str) and g.split("_")[0] == name.split("_")[0] for g in gates):
+                self.doc.add(("validation", "metrics", mi), f"metric {name!r} covers no gate: no gate is named like "
+                             f"it ({name.split('_')[0]}_...); list them with gates: [...]")
         procedures_ = _section(self.data, "rollback", "procedures")
         if "rollback_gate" in strategy_gates and not procedures_:
             self.doc.add(("strategy", "gates"), "strategy.gates has a rollback_gate but rollback.procedures "
@@ -522,7 +551,7 @@ class _Semantics:
         release = data.get("release") or {}
         strategy_gates = {g["name"]: g for _, g in _items(_section(data, "strategy", "gates"))}
         vgate = strategy_gates.get("validation_gate", {})
-        default_timeout = parse_duration(vgate.get("timeout", DEFAULT_TIMEOUT))
+        default_timeout = vgate.get("timeout", DEFAULT_TIMEOUT)
         default_required = vgate.get("required", True)
         stages = [
             Stage(s["name"], i, s.get("validation", True), s.get("rollback", True), s.get("monitoring", True),
@@ -538,22 +567,28 @@ class _Semantics:
             gates.append(Gate(
                 name=g["name"],
                 checks=self._checks(g["checks"], ("validation", "gates", gi, "checks")),
-                timeout=parse_duration(g.get("timeout", default_timeout)),
+                timeout=self.seconds(g.get("timeout", default_timeout)),
                 required=g.get("required", default_required),
                 targets=tuple(g["targets"]) if "targets" in g else None,
                 stages=tuple(g["stages"]) if "stages" in g else None,
                 mark=self.doc.mark(("validation", "gates", gi)),
                 concurrency=g.get("concurrency", 16),
             ))
+        metrics = self._metrics([g.name for g in gates])
+        for index, gate in enumerate(gates):
+            covering = tuple(CheckSpec(METRIC, {"metric": m.name}, "metric", m.mark)
+                             for m in metrics.values() if gate.name in m.gates)
+            if covering:
+                gates[index] = replace(gate, checks=gate.checks + covering)
         plan = Plan(path=path.resolve(), display=display, sha256=sha256,
                     name=str(release.get("name") or path.stem), version=str(release.get("version", "")),
                     evidence=release.get("evidence"), stages=stages, targets=targets, gates=gates,
-                    secrets=frozenset(self.doc.secrets), data=data)
-        plan.strategy_gates = {name: (g.get("required", True), parse_duration(g.get("timeout", DEFAULT_TIMEOUT)))
+                    secrets=frozenset(self.doc.secrets), data=data, metrics=metrics, time_scale=self.time_scale)
+        plan.strategy_gates = {name: (g.get("required", True), self.seconds(g.get("timeout", DEFAULT_TIMEOUT)))
                                for name, g in strategy_gates.items()}
         plan.procedures = [self._procedure(i, p) for i, p in _items(_section(data, "rollback", "procedures"))]
         plan.triggers = {
-            t["name"]: Trigger(t["name"], t.get("action", "rollback"), parse_duration(t.get("timeout", DEFAULT_TIMEOUT)),
+            t["name"]: Trigger(t["name"], t.get("action", "rollback"), self.seconds(t.get("timeout", DEFAULT_TIMEOUT)),
                                tuple(t["procedures"]) if "procedures" in t else None,
                                self.doc.mark(("rollback", "triggers", i)))
             for i, t in _items(_section(data, "rollback", "triggers"))
@@ -570,6 +605,19 @@ class _Semantics:
             specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,))))
         return tuple(specs)
 
+    def _metrics(self, gate_names: list[str]) -> dict[str, Metric]:
+        """Validation metrics, each covering its ``gates`` (default: the gates named like it:
+        service_metrics -> service_validation). Ten samples per window unless an interval is given."""
+        metrics = {}
+        for i, m in _items(_section(self.data, "validation", "metrics")):
+            gates = tuple(m["gates"]) if "gates" in m else tuple(
+                g for g in gate_names if g.split("_")[0] == m["name"].split("_")[0])
+            window = self.seconds(m.get("window", 300))
+            interval = self.seconds(m["interval"]) if "interval" in m else window / 10
+            metrics[m["name"]] = Metric(m["name"], float(m.get("threshold", 1.0)), window, interval, gates,
+                                        self.doc.mark(("validation", "metrics", i)))
+        return metrics
+
     def _procedure(self, index: int, entry: Mapping[str, Any]) -> Procedure:
         path = ("rollback", "procedures", index)
         actions = entry.get("actions") or {}
@@ -580,7 +628,7 @@ class _Semantics:
                 spec = {"verify": {}}
             action, params = next(iter(spec.items())) if spec else (None, {})
             steps.append(Step(entry["name"], name, si, action, dict(params or {}), self.doc.mark(path + ("steps", si))))
-        return Procedure(entry["name"], tuple(steps), parse_duration(entry.get("timeout", DEFAULT_TIMEOUT)),
+        return Procedure(entry["name"], tuple(steps), self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)),
                          self.doc.mark(path))
 
     def _not_acted_on(self, stages: list[Stage], strategy_gates: Mapping[str, Any]) -> list[str]:
@@ -590,7 +638,6 @@ class _Semantics:
             if gate in strategy_gates and on:
                 notes.append(f"strategy.gates {gate} (stages {', '.join(on)}): {what} by this version")
         sections = {
-            ("validation", "metrics"): "validation metrics are not sampled by this version",
             ("monitoring", "metrics"): "monitoring metrics are not sampled by this version",
             ("monitoring", "alerts"): "alerts are not evaluated by this version",
             ("analytics", "metrics"): "run history is not stored by this version",

@@ -24,7 +24,8 @@ from .checks import BUILTIN_KINDS, CheckKind
 from .fanout import Fanout
 from .items import BLOCKED, DEADLINE, EARLY, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
-from .plan import DEFAULT_EVIDENCE, READINESS, Plan, load_plan
+from .metrics import metric_budget, metric_kind
+from .plan import DEFAULT_EVIDENCE, METRIC, READINESS, Plan, load_plan
 from .problems import PlanError
 from .recorder import Recorder
 from .rollback.controller import RollbackController, hook_caller
@@ -52,6 +53,7 @@ class Settings:
     evidence_dir: Path
     manual_rollback: bool = False
     rollback_on_interrupt: bool = True
+    time_scale: float = 1.0
 
 
 @dataclass
@@ -94,9 +96,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--release-rollback-on-interrupt", choices=("yes", "no"), default=None,
                     help="after Ctrl-C, still roll back if a required gate had failed (default: yes). "
                          "ini: release_rollback_on_interrupt")
+    group.addoption("--release-time-scale", metavar="F", type=float,
+                    help="multiply every budget, window and interval of the plan by F (0.01 rehearses a "
+                         "5-minute window in 3 seconds). ini: release_time_scale")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
     parser.addini("release_evidence_dir", "evidence directory (see --release-evidence-dir)")
+    parser.addini("release_time_scale", "time scale (see --release-time-scale)", default="1")
     parser.addini("release_rollback_on_interrupt", "roll back after Ctrl-C (see --release-rollback-on-interrupt)",
                   type="bool", default=True)
 
@@ -115,7 +121,21 @@ def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Setting
                     evidence_dir=(invocation / evidence).resolve(),
                     manual_rollback=bool(config.getoption("release_rollback")),
                     rollback_on_interrupt=(on_interrupt == "yes") if on_interrupt
-                    else bool(config.getini("release_rollback_on_interrupt")))
+                    else bool(config.getini("release_rollback_on_interrupt")),
+                    time_scale=_time_scale(config))
+
+
+def _time_scale(config: pytest.Config) -> float:
+    value = config.getoption("release_time_scale")
+    if value is None:
+        try:
+            value = float(config.getini("release_time_scale"))
+        except ValueError:
+            raise pytest.UsageError(f"release_time_scale = {config.getini('release_time_scale')!r}: "
+                                    "not a number") from None
+    if not value > 0:
+        raise pytest.UsageError(f"--release-time-scale {value}: the time scale must be more than 0")
+    return float(value)
 
 
 def _display(path: Path, base: Path) -> str:
@@ -153,7 +173,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     kinds = check_kinds(config)
     try:
-        plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir))
+        plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir),
+                         time_scale=settings.time_scale)
     except PlanError as exc:
         raise pytest.UsageError(f"the release plan has {len(exc.problems)} problem(s):\n{exc}") from None
     names = [s.name for s in plan.stages]
@@ -166,6 +187,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.manual_rollback and "manual_trigger" not in plan.triggers:
         raise pytest.UsageError(f"--release-rollback: {plan.display} has no manual_trigger in rollback.triggers")
     kinds[READINESS] = readiness_kind(plan, hook_caller(config))
+    kinds[METRIC] = metric_kind(plan, kinds)
     for stage in plan.stages:
         config.addinivalue_line("markers", f"{stage.name}: checks of release stage {stage.name}")
     for gate in plan.gates:
@@ -269,6 +291,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     lines = [f"pytest-release {__version__}: {plan.title} from {plan.display} "
              f"(sha256 {plan.sha256[:12]}), stages: {stages}",
              f"evidence: {session.settings.evidence_dir}"]
+    if plan.time_scale != 1.0:
+        lines.append(f"pytest-release: TIME SCALE {plan.time_scale:g}: a rehearsal; every budget, window and "
+                     f"interval is {plan.time_scale:g} x the plan's")
     if plan.not_acted_on:
         lines.append(f"pytest-release: {len(plan.not_acted_on)} part(s) of the plan are validated but not "
                      "acted on by this version (listed in the summary)")
@@ -303,7 +328,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         reason = release.skip_all or _blocked_reason(release, item)
         if reason:
             item.stash[BLOCKED] = redact(reason, release.plan.secrets)
-        deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
+        if item.spec.kind == METRIC:  # a metric has its own budget: its window, then a round of checks
+            deadline = time.monotonic() + metric_budget(release.plan, item.spec.params, item.gate.timeout)
+        else:
+            deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
         item.stash[DEADLINE] = deadline
         if not reason and not release.state.wait_for_others:
             _fan_out(release, item, deadline)

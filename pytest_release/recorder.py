@@ -24,7 +24,7 @@ import pytest
 
 from . import __version__
 from .evidence import EvidenceTree, utc_iso
-from .plan import Plan
+from .plan import METRIC, Plan
 from .records import SCHEMA_VERSION, gate_verdict
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
@@ -74,7 +74,7 @@ class Recorder:
     def envelope(self, kind: str) -> dict[str, Any]:
         return {"record": kind, "schema_version": SCHEMA_VERSION, "run_id": self.tree.run_id,
                 "release": {"name": self.plan.name, "version": self.plan.version},
-                "plan": {"path": self.plan.display, "sha256": self.plan.sha256}, "time_scale": 1.0}
+                "plan": {"path": self.plan.display, "sha256": self.plan.sha256}, "time_scale": self.plan.time_scale}
 
     def write(self, path: Path, record: dict[str, Any]) -> Path:
         return self.tree.write_json(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
@@ -113,7 +113,8 @@ class Recorder:
         outcome.measured = _json(props.get("measured"), {})
         outcome.expected = _json(props.get("expected"), {})
         outcome.params = _json(props.get("release_params"), {})
-        folder = "gates" if outcome.gate == "rollback_gate" else "validation/gates"
+        folder = ("gates" if outcome.gate == "rollback_gate" else
+                  "validation/metrics" if outcome.kind == METRIC else "validation/gates")
         path = self.tree.path(folder, outcome.stage, outcome.gate, f"{outcome.name}.json")
         record = {**self.envelope("check"), "nodeid": outcome.nodeid, "stage": outcome.stage,
                   "gate": outcome.gate, "check": outcome.name, "kind": outcome.kind, "target": outcome.target,
@@ -278,7 +279,7 @@ class Recorder:
             "python": sys.version.split()[0],
             "versions": {"pytest": pytest.__version__, "pytest-release": __version__,
                          **_plugin_versions(("pytest-xdist", "pytest-html", "pytest-timeout", "pluggy"))},
-            "time_scale": 1.0,
+            "time_scale": self.plan.time_scale,
             "adopted": self.tree.adopted,
             "options": redact_value(options, self.plan.secrets),
             "args": [redact(str(a), self.plan.secrets) for a in self.config.invocation_params.args],

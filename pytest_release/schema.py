@@ -137,8 +137,8 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
         },
         ("name", "checks"),
     )
-    validation_metric = _obj({"name": name, "threshold": threshold, "window": duration, "gates": names},
-                             ("name",))
+    validation_metric = _obj({"name": name, "threshold": threshold, "window": duration, "interval": duration,
+                              "gates": names}, ("name",))
     monitoring_metric = _obj({"name": name, "interval": duration, "threshold": threshold,
                               "window": duration, "source": {"type": "object"}}, ("name",))
     alert = _obj({"name": name, "threshold": threshold, "window": duration, "metric": name}, ("name",))
