@@ -124,6 +124,9 @@ def test_failing_step_is_the_loud_rollback_failed_outcome(pytester: pytest.Pytes
     assert summary["outcome"] == "rollback_failed" and summary["banner"] == "ROLLBACK FAILED"
     trigger = json.loads((evidence / "rollback" / "triggers" / run / "validation_failure.json").read_text())
     assert trigger["failed_step"] == "service_rollback::stop"
+    # The evidence is complete and sealed when the rollback fails, too.
+    verify = subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(evidence)], capture_output=True)
+    assert verify.returncode == 0
 
 
 def test_passing_verify_is_rolled_back(pytester: pytest.Pytester, write_plan: PlanWriter) -> None:
