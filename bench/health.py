@@ -78,7 +78,7 @@ validation:
     done = subprocess.run([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-q",
                            "-p", "no:cacheprovider", "--release-evidence-dir", str(directory / "evidence")],
                           cwd=directory, capture_output=True, text=True)
-    match = re.search(rf"(\d+) passed in ([0-9.]+)s", done.stdout)
+    match = re.search(r"(\d+) passed in ([0-9.]+)s", done.stdout)
     if done.returncode != 0 or not match or int(match.group(1)) != count:
         raise SystemExit(f"the plan did not pass:\n{done.stdout[-3000:]}")
     return float(match.group(2))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .plan import CheckSpec, Gate, Plan, Stage, Target

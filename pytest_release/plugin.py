@@ -33,7 +33,6 @@ from .rollback.journal import find_unfinished
 from .rollback.runner import readiness_kind
 from .runstate import Record, RunState
 from .secrets import redact
-from .units import format_duration
 
 #: Added to the budget left before pytest-timeout stops a check: the check's own socket and
 #: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,8 +81,3 @@ def find_unfinished(folder: Path) -> Unfinished | None:
         return Unfinished(journal, path.parent.name, starts[0], completed)
     return None
 
-
-def step_ends(events: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-    for event in events:
-        if event["event"] == "step_end":
-            yield event["step"], event["verdict"]
