@@ -19,12 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import urllib3
 
 from .base import CheckContext, CheckKind, CheckResult
 from .health import _ca, _field, http_pool
-from .syntax import FORMATS, _display, _load_schema, _parse, config_files
+from .syntax import FORMATS, _display, _parse, config_files, load_validator
 
 __all__ = ["COMPATIBILITY", "config_shape"]
 
@@ -151,11 +150,10 @@ def _config(ctx: CheckContext) -> CheckResult:
                                                           if k not in before and k != key))
         measured.update({"compared": compared, "breaking": len(breaking), "added": len(added)})
     if schema_value:
-        schema, problem = _load_schema(ctx, schema_value)
+        validator, problem = load_validator(ctx, schema_value)
         if problem:
             errors.append(problem)
         else:
-            validator = jsonschema.validators.validator_for(schema)(schema)
             for name, (display, data) in sorted(parsed.items()):
                 for error in validator.iter_errors(data):
                     where = ".".join(map(str, error.absolute_path)) or "(root)"

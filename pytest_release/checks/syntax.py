@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["SYNTAX", "config_files"]
+__all__ = ["SYNTAX", "config_files", "load_validator"]
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml",
            ".ini": "ini", ".cfg": "ini", ".conf": "ini"}
@@ -98,7 +98,8 @@ def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None,
     return {s: dict(parser[s]) for s in parser.sections()}, None, []
 
 
-def _load_schema(ctx: CheckContext, value: str) -> tuple[dict[str, Any] | None, str | None]:
+def load_validator(ctx: CheckContext, value: str) -> tuple[Any, str | None]:
+    """A validator for the JSON Schema file ``value`` (JSON or YAML), or why there is none."""
     path = ctx.path(value)
     text, problems = read_text(path, value)
     if text is None:
@@ -111,7 +112,7 @@ def _load_schema(ctx: CheckContext, value: str) -> tuple[dict[str, Any] | None, 
         validator_cls.check_schema(doc.data)
     except jsonschema.SchemaError as exc:
         return None, f"schema {value} is not a valid JSON Schema: {exc.message}"
-    return doc.data, None
+    return validator_cls(doc.data), None
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -124,14 +125,12 @@ def run(ctx: CheckContext) -> CheckResult:
     if not files:
         patterns = ", ".join(ctx.target.spec["files"])
         return CheckResult(False, f"no config file matches {patterns}", {"files": 0}, {"files": ">= 1"})
-    schema = validator = None
+    validator = None
     errors: list[str] = []
     if schema_path:
-        schema, error = _load_schema(ctx, schema_path)
+        validator, error = load_validator(ctx, schema_path)
         if error:
             errors.append(error)
-        else:
-            validator = jsonschema.validators.validator_for(schema)(schema)
     for path in files:
         if ctx.remaining() <= 0:
             errors.append(f"stopped before {_display(ctx, path)}: {ctx.budget_text()} ran out")
