@@ -22,7 +22,7 @@ cd "$root"
 if [ ! -x .venv/bin/python ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet -e . >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
+.venv/bin/python -m pip install --quiet -e '.[example]' >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
 export PATH="$root/.venv/bin:$PATH"    # python3 in the plan's commands is the venv's
 
 cd "$here"

@@ -7,7 +7,12 @@ SQLite database::
         [--host 127.0.0.1] [--port 18080] [--pidfile PATH]
 
 Endpoints: ``GET /healthz``, ``GET /version``, ``GET /api/items``; everything
-else answers 404. All bodies are JSON. The release is read once at start-up;
+else answers 404. All bodies are JSON, except ``GET /metrics``: the service's own
+Prometheus metrics (``prometheus_client``, a registry private to the server),
+``shop_http_requests_total{path, code}`` and
+``shop_http_request_duration_seconds{path}``, where ``path`` is the route
+(``/healthz``, ``/version``, ``/api/items``, ``/metrics``) or ``other``, so that
+unknown paths cannot create new series. The release is read once at start-up;
 configuration problems do not stop the service, they make ``/healthz`` fail.
 """
 
@@ -22,6 +27,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -31,10 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("shop")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ROUTES = frozenset({"/healthz", "/version", "/api/items", "/metrics"})
 
 
 @dataclass
@@ -80,14 +89,31 @@ def load_release(path: Path, config_dir: Path | None = None) -> Release:
     return release
 
 
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (not the global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("shop_http_requests_total", "HTTP requests answered, by route and status.",
+                                ["path", "code"], registry=self.registry)
+        self.duration = Histogram("shop_http_request_duration_seconds", "Time to answer an HTTP request.",
+                                  ["path"], registry=self.registry)
+
+    def observe(self, path: str, code: int, seconds: float) -> None:
+        """Count one answered request on *path* (a route or ``other``)."""
+        self.requests.labels(path=path, code=str(code)).inc()
+        self.duration.labels(path=path).observe(seconds)
+
+
 class ShopServer(ThreadingHTTPServer):
-    """HTTP server that carries the loaded release and the database path."""
+    """HTTP server that carries the loaded release, the database path and the metrics."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], release: Release, db_path: Path) -> None:
         self.release = release
         self.db_path = db_path
+        self.metrics = Metrics()
         super().__init__(address, ShopHandler)
 
     def connect(self) -> sqlite3.Connection:
@@ -104,15 +130,35 @@ class ShopHandler(BaseHTTPRequestHandler):
     timeout = 30  # idle keep-alive connections are closed after this many seconds
     server: ShopServer
 
+    _started: float
+    _route: str
+    _counted: bool
+
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        """Dispatch a GET request by path (the query string is ignored)."""
+        """Dispatch a GET request by path (the query string is ignored), and count it."""
+        self._started = time.perf_counter()
         route = urlsplit(self.path).path
+        self._route = route if route in ROUTES else "other"
+        self._counted = False
+        try:
+            self._dispatch(route)
+        finally:
+            if not self._counted:  # a handler raised: http.server closes the connection unanswered
+                self._count(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _count(self, status: int) -> None:
+        self._counted = True
+        self.server.metrics.observe(self._route, status, time.perf_counter() - self._started)
+
+    def _dispatch(self, route: str) -> None:
         if route == "/healthz":
             self._healthz()
         elif route == "/version":
             self._send(HTTPStatus.OK, {"version": self.server.release.version})
         elif route == "/api/items":
             self._items()
+        elif route == "/metrics":
+            self._metrics()
         else:
             self._send(HTTPStatus.NOT_FOUND, {"error": "not found", "path": route})
 
@@ -146,10 +192,19 @@ class ShopHandler(BaseHTTPRequestHandler):
         items = [{"id": i, "name": n, "price_cents": p} for i, n, p in rows]
         self._send(HTTPStatus.OK, items)
 
+    def _metrics(self) -> None:
+        # The text format Prometheus asks for in Accept (OpenMetrics or the classic one).
+        encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+        self._send_bytes(HTTPStatus.OK, encode(self.server.metrics.registry), content_type)
+
     def _send(self, status: HTTPStatus, payload: Any) -> None:
-        body = json.dumps(payload).encode("utf-8")
+        self._send_bytes(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _send_bytes(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        # Counted before the answer leaves: a client that has its answer sees it in /metrics.
+        self._count(status)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
