@@ -22,6 +22,7 @@ import pytest
 
 from pytest_release.checks import BUILTIN_KINDS, CheckContext, CheckResult
 from pytest_release.plan import Target, target_kind
+from pytest_release.prometheus import PrometheusError, instant_query
 from pytest_release.yamldoc import Mark
 
 HERE = Path(__file__).parent
@@ -229,3 +230,85 @@ def pg_dsn(postgres_server: str, request: pytest.FixtureRequest) -> str:
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+
+# -- Prometheus: a private server per test, scraping the targets it is given ------------------------
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """``start(targets, scrape_interval="200ms")``: a private Prometheus (Debian's, /usr/bin/prometheus)
+    on 127.0.0.1 and a free port, job ``shop`` scraping ``targets`` (``host:port``); its base URL.
+
+    It answers queries as soon as it is ready (about 0.2 s), but scrapes nothing for about 5 s:
+    Prometheus hands new targets to its scrape manager on a fixed 5 s tick, whatever the scrape
+    interval. Use :func:`wait_for_data`. Stopped (SIGTERM, then SIGKILL) after the test.
+    """
+    if not os.access(PROMETHEUS, os.X_OK):
+        pytest.fail(f"{PROMETHEUS} is missing: run bash tests/run.sh, which installs Debian's prometheus "
+                    "package (or apt-get install prometheus)", pytrace=False)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(targets: list[str], scrape_interval: str = "200ms") -> str:
+        base = tmp_path / f"prometheus-{len(started)}"
+        base.mkdir()
+        config = base / "prometheus.yml"
+        config.write_text(json.dumps({  # JSON is YAML
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "scrape_configs": [{"job_name": "shop", "static_configs": [{"targets": list(targets)}]}],
+        }, indent=2))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = base / "prometheus.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={base / 'data'}",
+                                     f"--web.listen-address=127.0.0.1:{port}"],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited with code {proc.returncode} at start-up:\n"
+                            f"{log.read_text(errors='replace')[-3000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return url
+            except OSError:  # refused while it starts; 503 until the storage is ready
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus on {url} was not ready within 30s:\n"
+                            f"{log.read_text(errors='replace')[-3000:]}", pytrace=False)
+            time.sleep(0.02)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_data(url: str, query: str, *, until: Callable[[float], bool] | None = None,
+                  within: float = 20.0) -> float:
+    """Query the Prometheus at ``url`` until ``query`` returns a value (and ``until(value)`` holds);
+    the value. Fails the test, with the last answer, when ``within`` seconds pass first."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            value = instant_query(url, query, timeout=2)
+            last = f"it returned {value}"
+            if until is None or until(value):
+                return value
+        except PrometheusError as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            pytest.fail(f"{query} at {url}: no wanted answer within {within:g}s; last: {last}", pytrace=False)
+        time.sleep(0.05)

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The test suite, set up from nothing: the Debian packages the tests drive (Chromium, PostgreSQL),
-# a virtual environment in .venv with the package and its test dependencies from PyPI,
-# then pytest on two workers. Usage: bash tests/run.sh [pytest args]
+# The test suite, set up from nothing: the Debian packages the tests drive (Chromium, PostgreSQL,
+# Prometheus), a virtual environment in .venv with the package and its test dependencies from
+# PyPI, then pytest on two workers. Usage: bash tests/run.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: installed when missing (needs root and apt-get; otherwise say what is missing).
-# Chromium opens the HTML report; PostgreSQL's server binaries serve the dsn tests (the tests
-# start a private server of their own on 127.0.0.1).
+# Chromium opens the HTML report; PostgreSQL's server binaries serve the dsn tests, Prometheus's
+# the metrics tests (the tests start private servers of their own on 127.0.0.1 and free ports,
+# never the system service the package may start).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing Debian packages: ${need[*]}"
