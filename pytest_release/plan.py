@@ -25,7 +25,8 @@ from .secrets import redact, redact_value
 from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
-__all__ = ["CheckSpec", "Gate", "Plan", "Stage", "Target", "load_plan", "target_kind"]
+__all__ = ["Alert", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target", "Task", "Workflow",
+           "load_plan", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE = "evidence/release"
@@ -34,6 +35,10 @@ STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
 READINESS = "rollback_readiness"
 #: The check kind of a validation metric, added to each gate it covers (internal).
 METRIC = "validation_metric"
+#: The check kind of a monitoring metric, one per metric in each stage's monitoring_gate (internal).
+MONITOR = "monitoring_metric"
+#: The check kind of a workflow's action step, such as release_workflow's deploy (internal).
+WORKFLOW_STEP = "workflow_step"
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,55 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class MonitorMetric:
+    """A monitoring metric: sampled every ``interval`` across a stage's monitoring window.
+
+    A sample comes from ``check`` run against ``targets`` (good when it passes), or from a
+    Prometheus instant query (good when its value ``compare``s with ``threshold``).
+    """
+
+    name: str
+    interval: float
+    threshold: float
+    #: This metric's window; ``None``: the monitoring_gate's window.
+    window: float | None
+    check: CheckSpec | None
+    targets: tuple[str, ...] | None
+    prometheus: Mapping[str, Any] | None
+    mark: Mark
+
+    @property
+    def compare(self) -> str:
+        return str((self.prometheus or {}).get("compare", ">="))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert on a monitoring metric: it fires when the share of good samples over the last
+    ``window`` seconds falls below ``threshold``."""
+
+    name: str
+    metric: str
+    threshold: float
+    window: float
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Task:
+    """A periodic task: ``check`` run against ``targets`` every ``interval`` while a monitoring
+    window is open; its runs count as samples of ``metric`` (when it has one)."""
+
+    name: str
+    interval: float
+    timeout: float
+    check: CheckSpec
+    targets: tuple[str, ...] | None
+    metric: str | None
+    mark: Mark
+
+
+@dataclass(frozen=True)
 class Step:
     """A rollback step: its name in the procedure and the action it resolves to (``None``: none)."""
 
@@ -162,6 +216,17 @@ class Step:
 
 @dataclass(frozen=True)
 class Procedure:
+    name: str
+    steps: tuple[Step, ...]
+    timeout: float
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """An automation workflow: its steps in order (a step's action is ``None`` when the step
+    names what pytest-release does itself: validate, verify, a stage, backup, revert, ...)."""
+
     name: str
     steps: tuple[Step, ...]
     timeout: float
@@ -199,6 +264,12 @@ class Plan:
     metrics: dict[str, Metric] = field(default_factory=dict)
     #: Every budget, window and interval is the plan's times this (a rehearsal when below 1).
     time_scale: float = 1.0
+    monitors: dict[str, MonitorMetric] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    #: How long each stage's monitoring window lasts (see MonitorMetric.window).
+    monitoring_window: float = 0.0
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -253,16 +324,35 @@ class Plan:
                                  "readiness", p.mark) for p in self.procedures)
         return Gate("rollback_gate", checks, timeout, required, None, None, self.procedures[0].mark)
 
+    def monitoring_gate(self, stage: Stage) -> Gate | None:
+        """The strategy's monitoring_gate in ``stage``: one item per monitoring metric, all sampled
+        across one window."""
+        if not stage.monitoring or "monitoring_gate" not in self.strategy_gates or not self.monitors:
+            return None
+        required, timeout = self.strategy_gates["monitoring_gate"]
+        checks = tuple(CheckSpec(MONITOR, {"metric": m.name}, "metric", m.mark) for m in self.monitors.values())
+        mark = next(iter(self.monitors.values())).mark
+        return Gate("monitoring_gate", checks, timeout, required, None, None, mark,
+                    concurrency=len(checks))
+
     def stage_gates(self, stage: Stage) -> list[Gate]:
-        """Every gate that runs in ``stage``: the rollback_gate first, then the validation gates."""
+        """Every gate that runs in ``stage``: the rollback_gate first, then the validation gates,
+        then the monitoring_gate (its window opens once the stage's validation is done)."""
         readiness = self.readiness_gate(stage)
-        return ([readiness] if readiness else []) + self.gates_in(stage)
+        monitoring = self.monitoring_gate(stage)
+        return ([readiness] if readiness else []) + self.gates_in(stage) + ([monitoring] if monitoring else [])
+
+    def window_of(self, metric: MonitorMetric) -> float:
+        return metric.window if metric.window is not None else self.monitoring_window
+
+    def targets_named(self, names: Sequence[str] | None, kind: CheckKind) -> list[Target]:
+        """The instances of the targets ``names`` (default: all) that checks of ``kind`` can judge."""
+        names = list(self.targets) if names is None else names
+        return [i for n in names if kind.can_judge(self.targets[n]) for i in self.targets[n].instances()]
 
     def targets_for(self, gate: Gate, check: CheckSpec, kinds: Mapping[str, CheckKind]) -> list[Target]:
         """The targets ``check`` judges in ``gate``: the gate's targets (all by default) it can judge."""
-        kind = kinds[check.kind]
-        names = gate.targets if gate.targets is not None else list(self.targets)
-        return [instance for n in names if kind.can_judge(self.targets[n]) for instance in self.targets[n].instances()]
+        return self.targets_named(gate.targets, kinds[check.kind])
 
 
 def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
@@ -400,6 +490,7 @@ class _Semantics:
         self._targets()
         self._gates()
         self._references()
+        self._monitoring()
 
     def _unique(self, keys: tuple[str, ...]) -> None:
         seen: dict[str, int] = {}
@@ -544,6 +635,87 @@ class _Semantics:
             self.doc.add(("strategy", "gates"), "validation.gates are defined but strategy.gates has no "
                                                 "validation_gate, so they would never run")
 
+    def _probe(self, name: str, entry: object, suffix: str) -> tuple[str | None, dict[str, Any]]:
+        """The check kind and parameters a monitoring metric or task runs: ``entry`` (a check
+        entry) when given, else the kind its name ends in (service_health -> health)."""
+        if entry is not None:
+            kind, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))  # type: ignore[union-attr]
+            return kind, dict(params or {})
+        word = name.removesuffix(suffix).rpartition("_")[2] if suffix else name.rpartition("_")[2]
+        kind = self.kinds.get(word)
+        return (word, {}) if kind is not None and kind.judges and kind.run is not None else (None, {})
+
+    def _monitoring(self) -> None:
+        """Each monitoring metric has a source that can sample; alerts and tasks find their metric."""
+        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        metrics = _items(_section(self.data, "monitoring", "metrics"))
+        probes: dict[str, str | None] = {}
+        for mi, metric in metrics:
+            name = metric.get("name")
+            if not isinstance(name, str):
+                continue
+            path = ("monitoring", "metrics", mi)
+            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            if "check" in source and "prometheus" in source:
+                self.doc.add(path + ("source",), "a source is a check or a prometheus query, not both")
+                continue
+            if "prometheus" in source:
+                probes[name] = None
+                if "targets" in source:
+                    self.doc.add(path + ("source", "targets"), "targets apply to a check source, not to prometheus",
+                                 key=True)
+                continue
+            kind_name, _ = self._probe(name, source.get("check"), "")
+            probes[name] = kind_name
+            if kind_name is None:
+                self.doc.add(path, f"monitoring metric {name!r} has no source: its name does not end in a check "
+                                   "kind (service_health samples health checks); give source: {check: KIND} or "
+                                   "source: {prometheus: {url: ..., query: ...}}")
+                continue
+            self._probe_targets(path + ("source",), source.get("targets"), kind_name, targets, f"metric {name!r}")
+        for ai, alert in _items(_section(self.data, "monitoring", "alerts")):
+            if "metric" in alert or not isinstance(alert.get("name"), str):
+                continue
+            word = alert["name"].removesuffix("_alert")
+            found = [m for m in probes if word in m.split("_")]
+            if len(found) != 1:
+                why = f"several metrics match ({', '.join(found)})" if found else "no metric is named like it"
+                self.doc.add(("monitoring", "alerts", ai), f"alert {alert['name']!r} covers no single monitoring "
+                             f"metric: {why} (health_alert covers service_health); name it with metric: NAME")
+        for ti, task in _items(_section(self.data, "automation", "tasks")):
+            name = task.get("name")
+            if not isinstance(name, str):
+                continue
+            path = ("automation", "tasks", ti)
+            kind_name, _ = self._probe(name, task.get("check"), "_check")
+            if kind_name is None:
+                self.doc.add(path, f"task {name!r} runs no check: its name is not KIND_check (health_check) with a "
+                                   "check kind; give check: KIND")
+                continue
+            self._probe_targets(path, task.get("targets"), kind_name, targets, f"task {name!r}")
+            metric = task.get("metric")
+            if isinstance(metric, str) and metric not in probes:
+                self.doc.add(path + ("metric",), f"no monitoring metric named {metric!r}{did_you_mean(metric, probes)}")
+
+    def _probe_targets(self, path: tuple[object, ...], named: object, kind_name: str,
+                       targets: Mapping[str, Any], who: str) -> None:
+        kind = self.kinds.get(kind_name)
+        if kind is None or not kind.judges:
+            if kind is not None:
+                self.doc.add(path, f"{who}: check {kind_name!r} judges no target; a probe needs one that does")
+            return
+        if isinstance(named, list):
+            for i, tname in enumerate(named):
+                if isinstance(tname, str) and tname not in targets:
+                    self.doc.add(path + ("targets", i), f"no target named {tname!r}{did_you_mean(tname, targets)}")
+            names = [n for n in named if isinstance(n, str) and n in targets]
+        else:
+            names = list(targets)
+        if not any(isinstance(targets[n], dict) and target_kind(targets[n]) in kind.judges for n in names):
+            self.doc.add(path, f"{who} samples {kind_name!r} checks, which judge "
+                               f"{' or '.join(sorted(kind.judges))} targets, and none of "
+                               f"{'its' if isinstance(named, list) else 'the plan' + chr(39) + 's'} targets is one")
+
     # -- the model ------------------------------------------------------------------------------
 
     def build(self, path: Path, display: str, sha256: str) -> Plan:
@@ -593,8 +765,53 @@ class _Semantics:
                                self.doc.mark(("rollback", "triggers", i)))
             for i, t in _items(_section(data, "rollback", "triggers"))
         }
+        self._build_monitoring(plan, strategy_gates.get("monitoring_gate", {}))
+        plan.workflows = {w["name"]: self._workflow(i, w) for i, w in _items(_section(data, "automation", "workflows"))}
         plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
         return plan
+
+    def _spec(self, kind: str, params: dict[str, Any], path: tuple[object, ...]) -> CheckSpec:
+        label = f"{kind}-{params['name']}" if params.get("name") else kind
+        return CheckSpec(kind, params, label, self.doc.mark(path))
+
+    def _build_monitoring(self, plan: Plan, gate: Mapping[str, Any]) -> None:
+        for mi, m in _items(_section(self.data, "monitoring", "metrics")):
+            path = ("monitoring", "metrics", mi)
+            source = m.get("source") or {}
+            check = None
+            if "prometheus" not in source:
+                kind, params = self._probe(m["name"], source.get("check"), "")
+                check = self._spec(kind, params, path) if kind else None
+            plan.monitors[m["name"]] = MonitorMetric(
+                m["name"], self.seconds(m.get("interval", 60)), float(m.get("threshold", 1.0)),
+                self.seconds(m["window"]) if "window" in m else None, check,
+                tuple(source["targets"]) if "targets" in source else None, source.get("prometheus"),
+                self.doc.mark(path))
+        for ai, a in _items(_section(self.data, "monitoring", "alerts")):
+            word = a["name"].removesuffix("_alert")
+            metric = a.get("metric") or next(m for m in plan.monitors if word in m.split("_"))
+            plan.alerts.append(Alert(a["name"], metric, float(a.get("threshold", 1.0)),
+                                     self.seconds(a.get("window", 300)), self.doc.mark(("monitoring", "alerts", ai))))
+        for ti, t in _items(_section(self.data, "automation", "tasks")):
+            path = ("automation", "tasks", ti)
+            kind, params = self._probe(t["name"], t.get("check"), "_check")
+            assert kind is not None
+            metric = t.get("metric") or next((m.name for m in plan.monitors.values()
+                                              if m.check is not None and m.check.kind == kind), None)
+            plan.tasks.append(Task(t["name"], self.seconds(t.get("interval", 60)),
+                                   self.seconds(t.get("timeout", 30)), self._spec(kind, params, path),
+                                   tuple(t["targets"]) if "targets" in t else None, metric, self.doc.mark(path)))
+        if "window" in gate:
+            plan.monitoring_window = self.seconds(gate["window"])
+        elif plan.alerts:
+            plan.monitoring_window = max(a.window for a in plan.alerts)
+        else:
+            plan.monitoring_window = 10 * max((m.interval for m in plan.monitors.values()), default=0.0)
+
+    def _workflow(self, index: int, entry: Mapping[str, Any]) -> Workflow:
+        path = ("automation", "workflows", index)
+        return Workflow(entry["name"], self._steps(entry, path), self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)),
+                        self.doc.mark(path))
 
     def _checks(self, entries: Sequence[Any], path: tuple[object, ...]) -> tuple[CheckSpec, ...]:
         specs = []
@@ -620,34 +837,37 @@ class _Semantics:
 
     def _procedure(self, index: int, entry: Mapping[str, Any]) -> Procedure:
         path = ("rollback", "procedures", index)
+        return Procedure(entry["name"], self._steps(entry, path, verify_default=True),
+                         self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)), self.doc.mark(path))
+
+    def _steps(self, entry: Mapping[str, Any], path: tuple[object, ...], verify_default: bool = False) -> tuple[Step, ...]:
+        """A procedure's or workflow's steps, each with its action from ``actions`` or inline."""
         actions = entry.get("actions") or {}
         steps = []
         for si, item in enumerate(entry["steps"]):
             name, spec = (item, actions.get(item)) if isinstance(item, str) else next(iter(item.items()))
-            if spec is None and name == "verify":
+            if spec is None and name == "verify" and verify_default:
                 spec = {"verify": {}}
             action, params = next(iter(spec.items())) if spec else (None, {})
             steps.append(Step(entry["name"], name, si, action, dict(params or {}), self.doc.mark(path + ("steps", si))))
-        return Procedure(entry["name"], tuple(steps), self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)),
-                         self.doc.mark(path))
+        return tuple(steps)
 
     def _not_acted_on(self, stages: list[Stage], strategy_gates: Mapping[str, Any]) -> list[str]:
         notes = []
-        for gate, flag, what in (("monitoring_gate", "monitoring", "monitoring windows are not sampled"),):
-            on = [s.name for s in stages if getattr(s, flag)]
-            if gate in strategy_gates and on:
-                notes.append(f"strategy.gates {gate} (stages {', '.join(on)}): {what} by this version")
+        monitored = [s.name for s in stages if s.monitoring]
+        metrics = _section(self.data, "monitoring", "metrics")
+        if "monitoring_gate" not in strategy_gates or not monitored:
+            for keys in (("monitoring", "metrics"), ("monitoring", "alerts"), ("automation", "tasks")):
+                if _section(self.data, *keys):
+                    why = ("no stage has monitoring on" if "monitoring_gate" in strategy_gates
+                           else "strategy.gates has no monitoring_gate")
+                    notes.append(f"{format_path(keys)}: not sampled or run: {why}")
+        elif not metrics:
+            notes.append("strategy.gates monitoring_gate: monitoring.metrics defines no metric to sample")
         sections = {
-            ("monitoring", "metrics"): "monitoring metrics are not sampled by this version",
-            ("monitoring", "alerts"): "alerts are not evaluated by this version",
             ("analytics", "metrics"): "run history is not stored by this version",
             ("analytics", "analysis"): "trends are not analysed by this version",
-            ("automation", "tasks"): "periodic tasks are not run by this version",
-            ("automation", "workflows"): "workflows are not runnable in this version",
         }
-        triggers = [t.get("name") for _, t in _items(_section(self.data, "rollback", "triggers"))]
-        if "monitoring_failure" in triggers:
-            notes.append("rollback.triggers (monitoring_failure): never fires: monitoring is not run by this version")
         for keys, what in sections.items():
             entries = _section(self.data, *keys)
             if entries:

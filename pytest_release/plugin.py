@@ -25,7 +25,8 @@ from .fanout import Fanout
 from .items import BLOCKED, DEADLINE, EARLY, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
-from .plan import DEFAULT_EVIDENCE, METRIC, READINESS, Plan, load_plan
+from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
+from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, Plan, load_plan
 from .problems import PlanError
 from .recorder import Recorder
 from .rollback.controller import RollbackController, hook_caller
@@ -70,6 +71,7 @@ class Run:
     fanout: Fanout = field(default_factory=Fanout)
     #: The selected items of the stages before each stage (by stage index), worked out once.
     earlier: dict[int, list[CheckItem]] = field(default_factory=dict)
+    monitoring: Monitoring | None = None
 
 
 RUN = pytest.StashKey[Run]()
@@ -192,6 +194,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for gate in plan.gates:
         config.addinivalue_line("markers", f"{gate.name}: checks of validation gate {gate.name}")
     config.addinivalue_line("markers", "rollback_gate: rollback readiness checks (strategy gate rollback_gate)")
+    config.addinivalue_line("markers", "monitoring_gate: monitoring metrics (strategy gate monitoring_gate)")
+    config.addinivalue_line("markers", f"{MONITOR}: a monitoring metric sampled across a monitoring window")
     for kind in kinds.values():
         config.addinivalue_line("markers", f"{kind.name}: {kind.description}")
 
@@ -206,7 +210,9 @@ def pytest_configure(config: pytest.Config) -> None:
         owns = True
         if not config.option.collectonly:
             skip_all = _start_evidence_and_rollback(config, settings, plan, kinds)
-    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all)
+    monitoring = Monitoring(plan, kinds, state)
+    kinds[MONITOR] = monitor_kind(monitoring)
+    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all, monitoring=monitoring)
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -332,6 +338,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             item.stash[BLOCKED] = redact(reason, release.plan.secrets)
         if item.spec.kind == METRIC:  # a metric has its own budget: its window, then a round of checks
             deadline = time.monotonic() + metric_budget(release.plan, item.spec.params, item.gate.timeout)
+        elif item.spec.kind == MONITOR:
+            deadline = time.monotonic() + window_budget(release.plan)
+            if not reason:
+                _open_window(release, item)
         else:
             deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
         item.stash[DEADLINE] = deadline
@@ -344,6 +354,50 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             left = max(deadline - time.monotonic(), 0.0)
             item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)
+
+
+def _open_window(release: Run, item: CheckItem) -> None:
+    """The first monitoring item of a stage opens its window and, in a terminal, shows its progress
+    until the window closes (this runs before the item's setup, outside capture). Once a required
+    gate of a deployed stage has failed, the rollback is due: no window delays it."""
+    failed = release.state.failed_in(item.stage.name) if item.stage.deployed else None
+    if failed is not None:
+        item.stash[BLOCKED] = (f"monitoring window of stage {item.stage.name} not opened: required gate "
+                               f"{failed.stage}::{failed.gate} failed ({failed.summary})")
+        return
+    assert release.monitoring is not None
+    window = release.monitoring.open(item.stage.name)
+    if window is not None and not hasattr(item.config, "workerinput"):
+        _watch(item.config, window, item.gate_id)
+
+
+def _watch(config: pytest.Config, window: GateWindow, gate_id: str) -> None:
+    """One updating line per monitoring gate: elapsed and remaining time, samples, values against
+    thresholds. A terminal gets it rewritten in place; a log (CI) gets a line every tenth of the
+    window (at least every second, at most every 30 seconds)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None or window.done():
+        return
+    tty = bool(getattr(tr, "isatty", False))
+    longest = max((run.window for run in window.runs), default=1.0)
+    period = 0.25 if tty else min(max(longest / 10, 1.0), 30.0)
+    tr.ensure_newline()
+    while not window.done():
+        line = window.progress.line(gate_id)
+        if tty:
+            tr.rewrite(line, erase=True)
+        else:
+            tr.write_line(line)
+        for _ in range(int(period / 0.05)):
+            if window.done():
+                break
+            time.sleep(0.05)
+    line = window.progress.line(gate_id)
+    if tty:
+        tr.rewrite(line, erase=True)
+        tr.write_line("")
+    else:
+        tr.write_line(line)
 
 
 def _fan_out(release: Run, item: CheckItem, deadline: float) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from . import __version__
 from .evidence import EvidenceTree, utc_iso
-from .plan import METRIC, Plan
+from .plan import METRIC, MONITOR, Plan
 from .records import SCHEMA_VERSION, gate_verdict
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
@@ -114,7 +114,8 @@ class Recorder:
         outcome.expected = _json(props.get("expected"), {})
         outcome.params = _json(props.get("release_params"), {})
         folder = ("gates" if outcome.gate == "rollback_gate" else
-                  "validation/metrics" if outcome.kind == METRIC else "validation/gates")
+                  "validation/metrics" if outcome.kind == METRIC else
+                  "monitoring/metrics" if outcome.kind == MONITOR else "validation/gates")
         path = self.tree.path(folder, outcome.stage, outcome.gate, f"{outcome.name}.json")
         record = {**self.envelope("check"), "nodeid": outcome.nodeid, "stage": outcome.stage,
                   "gate": outcome.gate, "check": outcome.name, "kind": outcome.kind, "target": outcome.target,
@@ -123,6 +124,23 @@ class Recorder:
                   "message": outcome.message, "start": utc_iso(outcome.start), "end": utc_iso(outcome.end),
                   "duration_s": round(outcome.duration, 6), "worker": outcome.worker}
         outcome.record = self.tree.relative(self.write(path, record))
+        if outcome.kind == MONITOR:
+            self._monitoring_records(outcome)
+
+    def _monitoring_records(self, outcome: CheckOutcome) -> None:
+        """A monitoring metric's alerts (with the samples that made one fire) and its tasks' runs,
+        each as a record of its own, beside the metric's."""
+        for alert in outcome.measured.get("alerts") or []:
+            self.write(self.tree.path("monitoring/alerts", outcome.stage, f"{alert['alert']}.json"),
+                       {**self.envelope("alert"), "stage": outcome.stage, "metric_record": outcome.record, **alert})
+        for task in outcome.measured.get("tasks") or []:
+            runs = task.get("runs") or []
+            failed = [r for r in runs if not r.get("good")]
+            self.write(self.tree.path("automation/tasks", outcome.stage, f"{task['task']}.json"),
+                       {**self.envelope("task"), "stage": outcome.stage, "task": task["task"],
+                        "interval_s": task.get("interval_s"), "runs": runs, "failed_runs": len(failed),
+                        "verdict": "failed" if failed else "passed" if runs else "not_run",
+                        "metric_record": outcome.record})
 
     def record_rollback(self, result: RollbackResult, journal: Path) -> None:
         """The trigger, each procedure and each step of a rollback, as records."""
@@ -205,7 +223,8 @@ class Recorder:
                           "start": utc_iso(min(c.start for c in ran)) if ran else None,
                           "end": utc_iso(max(c.end for c in ran)) if ran else None,
                           "duration_s": round(gate.duration, 6)}
-                folder = "gates" if gate.name == "rollback_gate" else "validation/gates"
+                folder = {"rollback_gate": "gates", "monitoring_gate": "monitoring/metrics"}.get(
+                    gate.name, "validation/gates")
                 self.write(self.tree.path(folder, stage.name, f"{gate.name}.json"), record)
             self._strategy_gates(stage)
         stages = [{"name": s.name, "verdict": s.verdict, "reason": s.reason,
@@ -237,12 +256,12 @@ class Recorder:
                 record.update(acted_on=True, verdict=gate_verdict((g.verdict for g in validation), True)
                               if validation else "not_run",
                               gates=[{"name": g.name, "verdict": g.verdict} for g in validation])
-            elif name == "rollback_gate":
-                readiness = [g for g in stage.gates if g.name == "rollback_gate"]
-                record.update(acted_on=True, verdict=readiness[0].verdict if readiness else "not_run")
             else:
-                record.update(acted_on=False, verdict="not_run",
-                              note=f"{name} is validated but not run by pytest-release {__version__}")
+                own = [g for g in stage.gates if g.name == name]
+                record.update(acted_on=True, verdict=own[0].verdict if own else "not_run")
+                if name == "monitoring_gate" and own:
+                    record["metrics"] = [{"nodeid": c.nodeid, "verdict": c.verdict, "summary": c.summary,
+                                          "record": c.record} for c in own[0].checks]
             self.write(self.tree.path("gates", f"{stage.name}.{name}.json"), record)
 
     def _copy_reports(self) -> None:

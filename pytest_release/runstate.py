@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class RunState:
         self._records: dict[str, Record] = {}
         self._gate_started: dict[tuple[str, str], float] = {}
         self._stage_verdicts: dict[str, tuple[Record | None, list[str]]] = {}
+        self._claims: dict[str, bool] = {}
 
     # -- budgets --------------------------------------------------------------------------------
 
@@ -76,6 +78,45 @@ class RunState:
                 return None
             self._records[nodeid] = Record(**data)
         return self._records[nodeid]
+
+    # -- work done once per run (a monitoring window) ------------------------------------------------
+
+    def claim(self, key: str) -> bool:
+        """True for the one process that first claims ``key`` (the others get False)."""
+        if key in self._claims:
+            return self._claims[key]
+        if not self.wait_for_others:
+            self._claims[key] = True
+            return True
+        try:
+            os.close(os.open(self._file(f"claim:{key}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            self._claims[key] = True
+        except FileExistsError:
+            self._claims[key] = False
+        return self._claims[key]
+
+    def publish(self, key: str, data: dict[str, Any]) -> None:
+        """Hand ``data`` to the processes that wait for ``key`` (nothing to do without xdist)."""
+        if self.wait_for_others:
+            final = self._file(f"result:{key}")
+            temp = final.with_suffix(f".{os.getpid()}.tmp")
+            temp.write_text(json.dumps(data, default=str), "utf-8")
+            os.replace(temp, final)
+
+    def wait_published(self, key: str, deadline: float) -> dict[str, Any] | None:
+        """What another process published for ``key``, waiting until ``deadline`` (monotonic)."""
+        path = self._file(f"result:{key}")
+        while True:
+            try:
+                return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+            except (OSError, ValueError):
+                if time.monotonic() >= deadline:
+                    return None
+            time.sleep(POLL)
+
+    def failed_in(self, stage: str) -> Record | None:
+        """A required check of ``stage`` that failed in this process (known so far)."""
+        return next((r for r in self._records.values() if r.stage == stage and r.verdict == "failed"), None)
 
     def earlier_failure(self, stage: str, earlier: Sequence[str],
                         max_wait: float) -> tuple[Record | None, list[str]]:

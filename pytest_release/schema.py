@@ -38,18 +38,6 @@ def _list_of(item: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": item}
 
 
-def _named_or_mapping(description: str) -> dict[str, Any]:
-    """A bare name, or a one-key mapping of name to parameters (rollback steps, workflow steps)."""
-    return {
-        "if": {"type": "string"},
-        "then": name,
-        "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
-                 "propertyNames": name,
-                 "additionalProperties": {"type": ["object", "null"]}},
-        "description": description,
-    }
-
-
 def check_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
     """A check: a bare kind name, or a one-key mapping of kind to its parameters."""
     names_ = sorted(kinds)
@@ -109,18 +97,21 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
                   "monitoring": {"type": "boolean"}, "deployed": {"type": "boolean"}}, ("name",))
     strategy_gate = _obj({"name": {"enum": ["validation_gate", "rollback_gate", "monitoring_gate"],
                                    "description": "a strategy gate"},
-                          "required": {"type": "boolean"}, "timeout": duration}, ("name",))
+                          "required": {"type": "boolean"}, "timeout": duration,
+                          "window": {**duration, "description": "monitoring_gate only: how long each stage's "
+                                     "monitoring window lasts (default: the largest alert window)"}},
+                         ("name",))
     trigger = _obj({"name": {"enum": ["validation_failure", "monitoring_failure", "manual_trigger"],
                              "description": "a trigger"},
                     "action": {"enum": ["rollback", "notify"], "description": "a trigger action"},
                     "timeout": duration, "procedures": names}, ("name",))
     action = action_schema(actions)
+    step = {"if": {"type": "string"}, "then": name,
+            "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                     "propertyNames": name, "additionalProperties": action},
+            "description": "a step: a name, or a one-key mapping of name to its action"}
     procedure = _obj({"name": name,
-                      "steps": {"type": "array", "minItems": 1, "items": {
-                          "if": {"type": "string"}, "then": name,
-                          "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
-                                   "propertyNames": name, "additionalProperties": action},
-                          "description": "a step: a name, or a one-key mapping of name to its action"}},
+                      "steps": {"type": "array", "minItems": 1, "items": step},
                       "actions": {"type": "object", "propertyNames": name, "additionalProperties": action},
                       "timeout": duration}, ("name", "steps"))
     gate = _obj(
@@ -139,12 +130,31 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
     )
     validation_metric = _obj({"name": name, "threshold": threshold, "window": duration, "interval": duration,
                               "gates": names}, ("name",))
+    prometheus = _obj({"url": {"type": "string", "pattern": r"^https?://",
+                               "description": "the Prometheus server's base URL"},
+                       "query": {"type": "string", "minLength": 1, "description": "a PromQL instant query "
+                                 "that returns one number (aggregate it: sum(...), avg(...))"},
+                       "compare": {"enum": [">=", "<=", ">", "<"],
+                                   "description": "how a good value compares with the threshold"},
+                       "verify_tls": {"type": "boolean"}, "ca": {"type": "string"}},
+                      ("url", "query"))
+    source = _obj({"check": {"description": "a check kind, or a one-key mapping of kind to parameters, "
+                                            "run against the targets at each sample",
+                             **check_schema(kinds)},
+                   "targets": names,
+                   "prometheus": prometheus},
+                  description="where samples come from: check (+ targets) or prometheus")
     monitoring_metric = _obj({"name": name, "interval": duration, "threshold": threshold,
-                              "window": duration, "source": {"type": "object"}}, ("name",))
+                              "window": duration, "source": source}, ("name",))
     alert = _obj({"name": name, "threshold": threshold, "window": duration, "metric": name}, ("name",))
     analytics_entry = _obj({"name": name, "interval": duration, "retention": duration}, ("name",))
-    task = _obj({"name": name, "interval": duration, "timeout": duration}, ("name",))
-    workflow = _obj({"name": name, "steps": _list_of(_named_or_mapping("a workflow step")),
+    task = _obj({"name": name, "interval": duration, "timeout": duration,
+                 "check": {"description": "the check kind the task runs (default: from its name, "
+                                          "health_check -> health), or a one-key mapping of kind to parameters",
+                           **check_schema(kinds)},
+                 "targets": names, "metric": name}, ("name",))
+    workflow = _obj({"name": name, "steps": {"type": "array", "minItems": 1, "items": step},
+                     "actions": {"type": "object", "propertyNames": name, "additionalProperties": action},
                      "timeout": duration}, ("name", "steps"))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -20,9 +20,11 @@ until killed. Modes:
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import threading
+import urllib.parse
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -58,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/delay?ms="):
             time.sleep(int(self.path.partition("=")[2]) / 1000)
             self._send(200, {"status": "ok"})
+        elif self.path.startswith("/unless?file="):  # a fault switch: 503 while the file exists
+            fault = os.path.exists(urllib.parse.unquote(self.path.partition("=")[2]))
+            self._send(503 if fault else 200, {"status": "fault" if fault else "ok"})
         elif self.path == "/version":
             self._send(200, {"version": self.version, "build": {"version": self.version}})
         elif self.exposed and self.path in ("/.git/config", "/.env"):

@@ -75,17 +75,20 @@ class RollbackController:
             trigger = self._trigger("manual_trigger")
             self._run(trigger, "--release-rollback: an operator asked for a rollback", self._last_stage_gates())
             return
+        suffix = " (the run was interrupted)" if interrupted else ""
         failed = self.failed_gates()
-        if not failed or "validation_failure" not in self.plan.triggers:
+        trigger = self.plan.triggers.get("validation_failure")
+        if failed and trigger is not None and trigger.action == "rollback":
+            names = [f"{stage}::{gate.name}" for stage, gate in failed]
+            unique = list({gate.name: gate for _, gate in failed}.values())
+            self._run(trigger, f"required gate(s) failed after the release was deployed: {', '.join(names)}{suffix}",
+                      unique)
             return
-        trigger = self.plan.triggers["validation_failure"]
-        if trigger.action != "rollback":
-            return
-        names = [f"{stage}::{gate.name}" for stage, gate in failed]
-        reason = (f"required gate(s) failed after the release was deployed: {', '.join(names)}"
-                  + (" (the run was interrupted)" if interrupted else ""))
-        unique = list({gate.name: gate for _, gate in failed}.values())
-        self._run(trigger, reason, unique)
+        alerts = self.failed_monitoring()
+        trigger = self.plan.triggers.get("monitoring_failure")
+        if alerts and trigger is not None and trigger.action == "rollback":
+            self._run(trigger, f"monitoring failed after the release was deployed: {'; '.join(alerts)}{suffix}",
+                      self._last_stage_gates())
 
     def failed_gates(self) -> list[tuple[str, Gate]]:
         """Required validation gates that failed in stages where the release is deployed."""
@@ -97,6 +100,12 @@ class RollbackController:
                     and (outcome.stage, gates[outcome.gate]) not in seen):
                 seen.append((outcome.stage, gates[outcome.gate]))
         return seen
+
+    def failed_monitoring(self) -> list[str]:
+        """What failed in required monitoring gates of stages where the release is deployed."""
+        deployed = {s.name for s in self.plan.stages if s.deployed}
+        return [f"{o.stage}::{o.name}: {o.summary}" for o in self.recorder.outcomes.values()
+                if o.verdict == "failed" and o.stage in deployed and o.gate == "monitoring_gate"]
 
     def _last_stage_gates(self) -> list[Gate]:
         stages = [s for s in self.plan.stages if s.validation]

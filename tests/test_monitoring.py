@@ -1,0 +1,231 @@
+"""Monitoring windows: metrics sampled on a schedule, alerts that fail the gate early and fire
+monitoring_failure, periodic tasks, live progress, and the evidence they leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import Example, wait_for_data
+
+PlanWriter = Callable[..., Path]
+
+
+def _plan(http_url: str, *, path: str = "/healthz", window: str = "1s", interval: str = "100ms",
+          threshold: float = 0.9, alerts: str = "", tasks: str = "", source: str = "{targets: [api]}",
+          extra_metrics: str = "") -> str:
+    return f"""\
+        release: {{name: shop, version: 1.0.0}}
+        targets:
+          api: {{url: '{http_url}', health: '{path}'}}
+        strategy:
+          stages: [{{name: pre_release, monitoring: true}}]
+          gates:
+            - {{name: monitoring_gate, timeout: 1s, window: {window}}}
+        monitoring:
+          metrics:
+            - {{name: service_health, interval: {interval}, threshold: {threshold}, source: {source}}}
+        {extra_metrics}
+          alerts: {alerts or '[]'}
+        automation:
+          tasks: {tasks or '[]'}
+        """
+
+
+def _records(root: Path, folder: str) -> dict[str, dict[str, Any]]:
+    run = (root / "LATEST").read_text().strip()
+    return {p.name: json.loads(p.read_text()) for p in (root / folder / run).rglob("*.json")}
+
+
+def test_metric_is_sampled_on_schedule_across_the_window(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                         http_url: str) -> None:
+    write_plan(_plan(http_url))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    took = time.monotonic() - started
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*pre_release::monitoring_gate: opening the monitoring window*",
+        "*pre_release::monitoring_gate: * of 1s, * left | service_health: * samples, 100.0% good (threshold 0.9)*",
+        "*::pre_release::monitoring_gate::metric?service_health? PASSED*",
+    ])
+    assert took >= 1.0
+    record = _records(pytester.path / "evidence" / "release", "monitoring/metrics")["metric[service_health].json"]
+    measured = record["measured"]
+    assert measured["rounds"] == 10 and measured["samples"] == 10 and measured["missed_rounds"] == 0
+    assert [s["t_s"] for s in measured["samples_detail"]] == pytest.approx([i / 10 for i in range(10)])
+    assert all(s["good"] and s["check"] == "health[api]" for s in measured["samples_detail"])
+    # Samples land on their schedule (the goal is under 2% of the interval; bench/monitoring.py
+    # measures it; a loaded test machine gets a wide margin here).
+    assert measured["drift_pct_of_interval"] < 25, measured
+    assert record["expected"]["interval_s"] == 0.1 and record["expected"]["window_s"] == 1.0
+    strategy = _records(pytester.path / "evidence" / "release", "gates")["pre_release.monitoring_gate.json"]
+    assert strategy["acted_on"] is True and strategy["verdict"] == "passed"
+
+
+def test_alert_fails_the_gate_early_with_the_samples_that_fired_it(
+        pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str, tmp_path: Path) -> None:
+    fault = tmp_path / "fault"
+    write_plan(_plan(http_url, path=f"/unless?file={fault}", window="10s", threshold=0.5,
+                     alerts="[{name: health_alert, threshold: 0.8, window: 500ms}]"))
+    timer = threading.Timer(1.5, fault.touch)
+    started = time.monotonic()
+    timer.start()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    took = time.monotonic() - started
+    timer.cancel()
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*::monitoring_gate::metric?service_health? FAILED*",
+        "*service_health: alert health_alert fired at *: * of * samples good (*) < 80.0% over the last 500ms*",
+    ])
+    assert took < 8, "the gate failed as the alert fired, not when the 10s window ended"
+    root = pytester.path / "evidence" / "release"
+    alert = _records(root, "monitoring/alerts")["health_alert.json"]
+    assert alert["fired"] is True and alert["threshold"] == 0.8 and 0 < alert["at_s"] < 6
+    assert alert["samples_detail"][-1]["good"] is False
+    assert all(s["t_s"] > alert["at_s"] - 0.5 for s in alert["samples_detail"])
+    measured = _records(root, "monitoring/metrics")["metric[service_health].json"]["measured"]
+    assert measured["window_s"] < 6 and measured["samples_detail"][0]["good"] is True
+
+
+def test_task_runs_count_against_their_metric(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                              http_url: str) -> None:
+    write_plan(_plan(http_url, window="600ms", interval="200ms", threshold=0.99,
+                     tasks="[{name: health_check, interval: 200ms, timeout: 1s, check: {health: {path: /fail}}}]"))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*service_health: threshold out of reach at *: 1 bad samples, at most *"])
+    root = pytester.path / "evidence" / "release"
+    task = _records(root, "automation/tasks")["health_check.json"]
+    assert task["verdict"] == "failed" and task["runs"][0]["counts_for"] == "service_health"
+    assert "answered 503" in task["runs"][0]["summary"]
+
+
+def test_monitoring_failure_after_the_deploy_rolls_back(pytester: pytest.Pytester, example: Example) -> None:
+    """The example's plan watches post_release for 3 s, sampling every 200 ms. The service dies
+    mid-window: the alert fires, the gate fails before the window ends, the rollback restarts the
+    service, and the samples are in the evidence."""
+    os.chdir(example.project)
+    evidence = pytester.path / "evidence"
+    common = [sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-p", "no:cacheprovider",
+              "--release-evidence-dir", str(evidence), "-v"]
+    before = subprocess.run(common + ["--release-stage", "pre_release"], capture_output=True, text=True)
+    assert before.returncode == 0, before.stdout
+    run = subprocess.Popen(common + ["--release-stage", "post_release"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    assert run.stdout is not None
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if "monitoring_gate: opening the monitoring window" in line:
+            time.sleep(0.8)
+            example.ctl("stop")  # the fault: the service goes away mid-window
+            break
+    lines += run.stdout.readlines()
+    out = "".join(lines)
+    assert run.wait() == 1, out
+    # Whichever metric samples the dead service first, its alert fires and stops the window.
+    fired = re.search(r"FAILED +release-plan.yaml::post_release::monitoring_gate::metric\[service_(\w+)\]: "
+                      r"service_\w+: alert (\w+)_alert fired at", out)
+    assert fired is not None and fired.group(1) == fired.group(2), out
+    assert "ROLLED BACK: monitoring_failure: every step passed and verify passed" in out
+    assert example.get("/healthz")[0] == 200  # the rollback started the service again
+    root = evidence
+    metric = _records(root, "monitoring/metrics")[f"metric[service_{fired.group(1)}].json"]
+    assert metric["verdict"] == "failed" and metric["measured"]["window_s"] < 3.0
+    assert any(not s["good"] for s in metric["measured"]["samples_detail"])
+    alert = _records(root, "monitoring/alerts")[f"{fired.group(2)}_alert.json"]
+    assert alert["fired"] is True and alert["samples_detail"][-1]["good"] is False
+    trigger = _records(root, "rollback/triggers")
+    assert any(r.get("trigger") == "monitoring_failure" for r in trigger.values()), trigger
+
+
+def test_monitoring_window_under_xdist_runs_once(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                 http_url: str) -> None:
+    second = "    - {name: service_version, interval: 100ms, threshold: 0.9, source: {check: {health: {path: /version}}}}"
+    write_plan(_plan(http_url, window="1s", extra_metrics=second))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-n", "2", "-v")
+    took = time.monotonic() - started
+    assert result.ret == 0, result.stdout.str()
+    for name in ("service_health", "service_version"):
+        result.stdout.fnmatch_lines([f"*PASSED*metric?{name}?*"])
+    records = _records(pytester.path / "evidence" / "release", "monitoring/metrics")
+    for name in ("metric[service_health].json", "metric[service_version].json"):
+        assert records[name]["measured"]["rounds"] == 10, records[name]["measured"]
+    assert took < 10
+
+
+def test_monitoring_plan_errors(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:
+    write_plan(_plan(http_url, alerts="[{name: latency_alert, threshold: 0.9, window: 1s}]",
+                     tasks="[{name: backup_job, interval: 1s}]",
+                     extra_metrics="    - {name: error_budget, interval: 1s, threshold: 0.9}"))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([
+        "*release-plan.yaml:1?:*: monitoring.metrics?1?: monitoring metric 'error_budget' has no source*",
+        "*monitoring.alerts?0?: alert 'latency_alert' covers no single monitoring metric: no metric is named like it*",
+        "*automation.tasks?0?: task 'backup_job' runs no check*",
+    ])
+    assert "Traceback" not in result.stderr.str()
+
+
+def _prometheus_plan(prometheus: str, query: str, compare: str, threshold: float, window: str) -> str:
+    return f"""\
+        release: {{name: shop, version: 1.0.0}}
+        strategy:
+          stages: [{{name: pre_release, monitoring: true}}]
+          gates:
+            - {{name: monitoring_gate, timeout: 1s, window: {window}}}
+        monitoring:
+          metrics:
+            - name: shop_up
+              interval: 200ms
+              threshold: {threshold}
+              source:
+                prometheus: {{url: '{prometheus}', query: '{query}', compare: '{compare}'}}
+        """
+
+
+def test_prometheus_metric_passes_then_fails_when_its_value_crosses_the_threshold(
+        pytester: pytest.Pytester, write_plan: PlanWriter, example: Example,
+        prometheus_factory: Callable[..., str]) -> None:
+    """A real Prometheus scrapes the example shop's /metrics every 200 ms."""
+    prometheus = prometheus_factory([f"127.0.0.1:{example.port}"])
+    wait_for_data(prometheus, 'up{job="shop"}', until=lambda v: v == 1)
+    root = pytester.path / "evidence" / "release"
+
+    write_plan(_prometheus_plan(prometheus, 'up{job="shop"}', ">=", 1, "1s"))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*pre_release::monitoring_gate: * | shop_up: * samples, value 1 (threshold 1)*",
+                                 "*::monitoring_gate::metric?shop_up? PASSED*"])
+    measured = _records(root, "monitoring/metrics")["metric[shop_up].json"]["measured"]
+    assert measured["samples"] >= 4 and measured["last_value"] == 1.0
+    assert {s["value"] for s in measured["samples_detail"]} == {1.0}
+
+    # The shop goes down mid-window: Prometheus's next scrape says up == 0, and the next sample fails
+    # the gate, long before the 10 s window ends.
+    write_plan(_prometheus_plan(prometheus, 'up{job="shop"}', ">=", 1, "10s"))
+    timer = threading.Timer(1.5, example.ctl, args=("stop",))
+    started = time.monotonic()
+    timer.start()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    timer.join()
+    assert result.ret == 1, result.stdout.str()
+    assert time.monotonic() - started < 8
+    result.stdout.fnmatch_lines(["*::monitoring_gate::metric?shop_up? FAILED*",
+                                 "*shop_up: at *: up{job=\"shop\"} = 0 (not >= 1)*"])
+    measured = _records(root, "monitoring/metrics")["metric[shop_up].json"]["measured"]
+    values = [s["value"] for s in measured["samples_detail"]]
+    assert values[0] == 1.0 and values[-1] == 0.0, values
