@@ -220,6 +220,17 @@ def cmd_start(state: State, args: argparse.Namespace) -> str:
                    f"log tail:\n{_log_tail(state, offset)}")
 
 
+def cmd_upgrade(state: State, args: argparse.Namespace) -> str:
+    """Stop the service, deploy VERSION (default: $SHOP_RELEASE), start it again on its port."""
+    version = args.version or os.environ.get("SHOP_RELEASE")
+    if not version:
+        raise CtlError("upgrade to which release? give VERSION or set SHOP_RELEASE")
+    if args.port is None:
+        args.port = int(state.portfile.read_text()) if state.portfile.is_file() else 18080
+    args.version = version
+    return "\n".join((cmd_stop(state, args), cmd_deploy(state, args), cmd_start(state, args)))
+
+
 def cmd_stop(state: State, args: argparse.Namespace) -> str:
     """SIGTERM the service, SIGKILL it if it is still alive after the grace period."""
     pid = _running_pid(state)
@@ -274,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("start", help="start the service in the background")
     p.add_argument("--port", type=int, default=18080)
     p.set_defaults(func=cmd_start)
+    p = sub.add_parser("upgrade", help="stop, deploy VERSION (default: $SHOP_RELEASE), start again")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--port", type=int, help="default: the port the service ran on, else 18080")
+    p.set_defaults(func=cmd_upgrade)
     sub.add_parser("stop", help="stop the service").set_defaults(func=cmd_stop)
     sub.add_parser("status", help="show service and release status").set_defaults(func=cmd_status)
     return parser

@@ -2,10 +2,11 @@
 # The example, end to end, as a release engineer would run it:
 #   1. set up .venv with pytest-release; create the shop's database; deploy release 1.0.0 and
 #      start the shop service on 127.0.0.1:18080 (what production runs today);
-#   2. pytest --release-stage pre_release: checks, and the rollback_gate takes the backups;
-#   3. deploy the new release and restart the service;
-#   4. pytest --release-stage release --release-stage post_release: if a required gate fails,
-#      the plan's rollback procedures put 1.0.0, its data and its config back, and verify.
+#   2. one pytest run of the plan's release_workflow: the pre_release stage checks what runs and
+#      the rollback_gate takes the backups; the deploy step (ctl.py upgrade) deploys the new
+#      release and restarts the service; the release and post_release stages judge it, and
+#      post_release watches it for a monitoring window. If a required gate fails or an alert
+#      fires, the plan's rollback procedures put 1.0.0, its data and its config back, and verify.
 #
 #   bash example_project/run.sh          # release 1.0.0 again: every gate passes, exit 0
 #   bash example_project/run.sh bad      # release 1.1.0 (a broken migration): rolled back, exit 1
@@ -33,24 +34,10 @@ python3 ctl.py deploy 1.0.0
 python3 ctl.py start
 trap 'python3 ctl.py stop' EXIT
 
-echo "== pre_release: checks and rollback readiness (backups) =="
+echo "== release_workflow: validate (pre_release, backups), deploy $version, verify (release, post_release) =="
 set +e
-python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider --release-stage pre_release
-status=$?
-set -e
-if [ $status -ne 0 ]; then
-    echo "pre_release failed (exit $status): not deploying"
-    exit $status
-fi
-
-echo "== deploying release $version =="
-python3 ctl.py stop
-python3 ctl.py deploy "$version"
-python3 ctl.py start
-
-echo "== release and post_release =="
-set +e
-python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider --release-stage release --release-stage post_release
+SHOP_RELEASE=$version python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider \
+    --release-workflow release_workflow
 status=$?
 set -e
 echo

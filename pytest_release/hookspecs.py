@@ -31,7 +31,8 @@ def pytest_release_rollback_step(context: StepContext) -> StepResult | None:
     ``context.procedure`` and ``context.step`` name the step, ``context.params`` holds the
     action's parameters from the plan, ``context.base_dir`` is the plan's directory,
     ``context.mode`` is ``"readiness"`` when the rollback_gate asks whether the step could run
-    (do nothing that changes the system then) or ``"rollback"`` when it must run, and
+    (do nothing that changes the system then), ``"rollback"`` when it must run, or ``"workflow"``
+    for a workflow's action step (``context.procedure`` is then the workflow's name), and
     ``context.remaining()`` is the time left. Return a :class:`pytest_release.StepResult`
     (``passed``, ``summary``, ``details``), or ``None`` to leave the step to another
     implementation. Runs on the controller (for a rollback) or a worker (for readiness).

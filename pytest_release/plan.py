@@ -270,6 +270,8 @@ class Plan:
     workflows: dict[str, Workflow] = field(default_factory=dict)
     #: How long each stage's monitoring window lasts (see MonitorMetric.window).
     monitoring_window: float = 0.0
+    #: The gate of each stage that a workflow's action step runs as (see workflows.select_workflow).
+    workflow_gates: dict[str, Gate] = field(default_factory=dict)
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -338,6 +340,8 @@ class Plan:
     def stage_gates(self, stage: Stage) -> list[Gate]:
         """Every gate that runs in ``stage``: the rollback_gate first, then the validation gates,
         then the monitoring_gate (its window opens once the stage's validation is done)."""
+        if stage.name in self.workflow_gates:
+            return [self.workflow_gates[stage.name]]
         readiness = self.readiness_gate(stage)
         monitoring = self.monitoring_gate(stage)
         return ([readiness] if readiness else []) + self.gates_in(stage) + ([monitoring] if monitoring else [])

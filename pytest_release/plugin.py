@@ -26,7 +26,7 @@ from .items import BLOCKED, DEADLINE, EARLY, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
-from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, Plan, load_plan
+from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger, load_plan
 from .problems import PlanError
 from .recorder import Recorder
 from .rollback.controller import RollbackController, hook_caller
@@ -34,6 +34,9 @@ from .rollback.journal import find_unfinished
 from .rollback.runner import readiness_kind
 from .runstate import Record, RunState
 from .secrets import redact
+from .summary import summarize
+from .units import format_duration
+from .workflows import WorkflowRun, select_workflow, workflow_step_kind
 
 #: Added to the budget left before pytest-timeout stops a check: the check's own socket and
 #: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.
@@ -54,6 +57,7 @@ class Settings:
     manual_rollback: bool = False
     rollback_on_interrupt: bool = True
     time_scale: float = 1.0
+    workflow: str | None = None
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Run:
     #: The selected items of the stages before each stage (by stage index), worked out once.
     earlier: dict[int, list[CheckItem]] = field(default_factory=dict)
     monitoring: Monitoring | None = None
+    workflow: WorkflowRun | None = None
+    #: When the workflow's timeout is up (monotonic), for a run of --release-workflow.
+    workflow_deadline: float | None = None
 
 
 RUN = pytest.StashKey[Run]()
@@ -100,7 +107,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--release-time-scale", metavar="F", type=float,
                     help="multiply every budget, window and interval of the plan by F (0.01 rehearses a "
                          "5-minute window in 3 seconds). ini: release_time_scale")
+    group.addoption("--release-workflow", metavar="NAME",
+                    help="run this workflow of the plan's automation.workflows (release_workflow: validate, "
+                         "deploy, verify, and roll back on failure). ini: release_workflow")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
+    parser.addini("release_workflow", "the workflow to run (see --release-workflow)")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
     parser.addini("release_evidence_dir", "evidence directory (see --release-evidence-dir)")
     parser.addini("release_time_scale", "time scale (see --release-time-scale)", default="1")
@@ -123,7 +134,8 @@ def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Setting
                     manual_rollback=bool(config.getoption("release_rollback")),
                     rollback_on_interrupt=(on_interrupt == "yes") if on_interrupt
                     else bool(config.getini("release_rollback_on_interrupt")),
-                    time_scale=_time_scale(config))
+                    time_scale=_time_scale(config),
+                    workflow=config.getoption("release_workflow") or config.getini("release_workflow") or None)
 
 
 def _time_scale(config: pytest.Config) -> float:
@@ -187,12 +199,25 @@ def pytest_configure(config: pytest.Config) -> None:
     assert settings is not None
     if settings.manual_rollback and "manual_trigger" not in plan.triggers:
         raise pytest.UsageError(f"--release-rollback: {plan.display} has no manual_trigger in rollback.triggers")
+    workflow = None
+    if settings.workflow:
+        if settings.stages or settings.manual_rollback:
+            raise pytest.UsageError("--release-workflow runs the stages its steps name: do not give "
+                                    "--release-stage or --release-rollback with it")
+        try:
+            plan, workflow = select_workflow(plan, settings.workflow)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    manual = _manual_trigger(settings, plan, workflow)
     kinds[READINESS] = readiness_kind(plan, hook_caller(config))
     kinds[METRIC] = metric_kind(plan, kinds)
+    kinds[WORKFLOW_STEP] = workflow_step_kind(plan, hook_caller(config))
     for stage in plan.stages:
         config.addinivalue_line("markers", f"{stage.name}: checks of release stage {stage.name}")
     for gate in plan.gates:
         config.addinivalue_line("markers", f"{gate.name}: checks of validation gate {gate.name}")
+    for gate in {g.name: g for g in plan.workflow_gates.values()}.values():
+        config.addinivalue_line("markers", f"{gate.name}: action steps of workflow {gate.name}")
     config.addinivalue_line("markers", "rollback_gate: rollback readiness checks (strategy gate rollback_gate)")
     config.addinivalue_line("markers", "monitoring_gate: monitoring metrics (strategy gate monitoring_gate)")
     config.addinivalue_line("markers", f"{MONITOR}: a monitoring metric sampled across a monitoring window")
@@ -209,10 +234,13 @@ def pytest_configure(config: pytest.Config) -> None:
         state = RunState(Path(tempfile.mkdtemp(prefix="pytest-release-")), wait_for_others=False)
         owns = True
         if not config.option.collectonly:
-            skip_all = _start_evidence_and_rollback(config, settings, plan, kinds)
+            skip_all = _start_evidence_and_rollback(config, settings, plan, kinds, manual, workflow)
     monitoring = Monitoring(plan, kinds, state)
     kinds[MONITOR] = monitor_kind(monitoring)
-    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all, monitoring=monitoring)
+    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all, monitoring=monitoring,
+                            workflow=workflow)
+    if workflow is not None:
+        config.stash[RUN].workflow_deadline = time.monotonic() + workflow.workflow.timeout
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -222,24 +250,37 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args.append(plan_arg)
 
 
+def _manual_trigger(settings: Settings, plan: Plan, workflow: WorkflowRun | None) -> Trigger | None:
+    """The trigger of a rollback asked for: --release-rollback, or a workflow that reverts (the
+    plan's manual_trigger, else one named after the workflow, within its timeout)."""
+    if settings.manual_rollback:
+        return plan.triggers["manual_trigger"]
+    if workflow is not None and workflow.rollback:
+        flow = workflow.workflow
+        return plan.triggers.get("manual_trigger") or Trigger(flow.name, "rollback", flow.timeout, None, flow.mark)
+    return None
+
+
 def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan: Plan,
-                                 kinds: dict[str, CheckKind]) -> str:
+                                 kinds: dict[str, CheckKind], manual: Trigger | None,
+                                 workflow: WorkflowRun | None) -> str:
     """On the controller: the recorder (evidence) and the rollback controller; why no check runs
     if this run is a manual rollback or resumes an interrupted one."""
     tree = EvidenceTree(settings.evidence_dir, new_run_id())
     _default_reports(config, tree)
-    recorder = Recorder(config, plan, tree, settings.stages)
+    recorder = Recorder(config, plan, tree, settings.stages, workflow)
     config.pluginmanager.register(recorder, RECORDER)
     resume = find_unfinished(settings.evidence_dir / "rollback" / "procedures")
     if resume is not None and resume.start.get("trigger") not in plan.triggers:
         resume = None
-    controller = RollbackController(config, plan, kinds, tree, recorder, manual=settings.manual_rollback,
+    asked_by = f"--release-workflow {settings.workflow}" if workflow else "--release-rollback"
+    controller = RollbackController(config, plan, kinds, tree, recorder, manual=manual, asked_by=asked_by,
                                     on_interrupt=settings.rollback_on_interrupt, resume=resume)
     config.pluginmanager.register(controller, ROLLBACK)
     if resume is not None:
         return f"not run: this run resumes the rollback interrupted in run {resume.run_id}"
-    if settings.manual_rollback:
-        return "not run: --release-rollback asks for a rollback, not for the gates"
+    if manual is not None:
+        return f"not run: {asked_by} asks for a rollback, not for the gates"
     return ""
 
 
@@ -333,7 +374,7 @@ def _blocked_reason(release: Run, item: CheckItem) -> str | None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     release = item.config.stash.get(RUN, None)
     if release is not None and isinstance(item, CheckItem):
-        reason = release.skip_all or _blocked_reason(release, item)
+        reason = release.skip_all or _blocked_reason(release, item) or _out_of_time(release)
         if reason:
             item.stash[BLOCKED] = redact(reason, release.plan.secrets)
         if item.spec.kind == METRIC:  # a metric has its own budget: its window, then a round of checks
@@ -344,6 +385,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 _open_window(release, item)
         else:
             deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
+        if release.workflow_deadline is not None:
+            deadline = min(deadline, release.workflow_deadline)
         item.stash[DEADLINE] = deadline
         if not reason and not release.state.wait_for_others:
             _fan_out(release, item, deadline)
@@ -354,6 +397,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             left = max(deadline - time.monotonic(), 0.0)
             item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)
+
+
+def _out_of_time(release: Run) -> str | None:
+    if release.workflow_deadline is None or time.monotonic() < release.workflow_deadline:
+        return None
+    flow = release.workflow.workflow  # type: ignore[union-attr]
+    return f"not run: the {format_duration(flow.timeout)} timeout of workflow {flow.name} was used up"
 
 
 def _open_window(release: Run, item: CheckItem) -> None:
@@ -501,6 +551,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                               red=True)
                 for line in step.result.details[-20:]:
                     tr.write_line(f"    {redact(line, plan.secrets)}")
+    if release.workflow is not None and recorder is not None:
+        stages = summarize(plan, None, recorder.outcomes, exitstatus, rollback).stages
+        verdicts = {s.name: s.verdict for s in stages}
+        steps = release.workflow.record(verdicts, rollback.outcome if rollback else None)["steps"]
+        tr.write_line(f"workflow {release.workflow.workflow.name}: "
+                      + ", ".join(f"{s['step']} {s['verdict']}" for s in steps))
     for report in failed:
         tr.write_line(f"FAILED   {_shown(plan, report)}: {_prop(report, 'summary') or _first_line(report)}")
     for report in warned:

@@ -25,6 +25,7 @@ import pytest
 from . import __version__
 from .evidence import EvidenceTree, utc_iso
 from .plan import METRIC, MONITOR, Plan
+from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
@@ -56,8 +57,9 @@ class Recorder:
     """Gathers check outcomes from reports and writes the run's evidence."""
 
     def __init__(self, config: pytest.Config, plan: Plan, tree: EvidenceTree,
-                 selected: tuple[str, ...] | None) -> None:
+                 selected: tuple[str, ...] | None, workflow: WorkflowRun | None = None) -> None:
         self.config = config
+        self.workflow = workflow
         self.plan = plan
         self.tree = tree
         self.selected = selected
@@ -230,6 +232,12 @@ class Recorder:
         stages = [{"name": s.name, "verdict": s.verdict, "reason": s.reason,
                    "gates": [{"name": g.name, "verdict": g.verdict} for g in s.gates]} for s in summary.stages]
         self.write(self.tree.path("strategy", "stages.json"), {**self.envelope("stages"), "stages": stages})
+        if self.workflow is not None:
+            flow = self.workflow.record({s.name: s.verdict for s in summary.stages},
+                                        self.rollback.outcome if self.rollback else None)
+            self.write(self.tree.path("automation/workflows", f"{self.workflow.workflow.name}.json"),
+                       {**self.envelope("workflow"), **flow, "outcome": summary.outcome,
+                        "start": utc_iso(self.started), "end": utc_iso(end)})
         counts: dict[str, int] = {}
         for outcome in self.outcomes.values():
             counts[outcome.verdict] = counts.get(outcome.verdict, 0) + 1

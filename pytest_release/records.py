@@ -25,7 +25,8 @@ _number = {"type": "number"}
 _verdict = {"enum": [*VERDICTS, "not_run"]}
 
 _ENVELOPE: dict[str, Any] = {
-    "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step"]},
+    "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step",
+                        "alert", "task", "workflow"]},
     "schema_version": {"const": SCHEMA_VERSION},
     "run_id": _string,
     "release": {"type": "object", "required": ["name", "version"],
@@ -94,11 +95,32 @@ STEP = _record("step", {
     "start": _time, "end": _time, "duration_s": _number,
 }, ["trigger", "procedure", "step", "verdict", "summary", "start", "end", "duration_s"])
 
+_samples = {"type": "array", "items": {"type": "object", "required": ["t_s", "source", "check", "good", "summary"]}}
+
+ALERT = _record("alert", {
+    "stage": _string, "alert": _string, "metric": _string, "fired": {"type": "boolean"}, "at_s": _number,
+    "share": _number, "good": {"type": "integer"}, "samples": {"type": "integer"}, "threshold": _number,
+    "window_s": _number, "samples_detail": _samples, "metric_record": {"type": ["string", "null"]},
+}, ["stage", "alert", "metric", "fired", "threshold", "window_s"])
+
+TASK = _record("task", {
+    "stage": _string, "task": _string, "interval_s": _number, "failed_runs": {"type": "integer"},
+    "verdict": _verdict,
+    "runs": {"type": "array", "items": {"type": "object", "required": ["t_s", "check", "good", "summary"]}},
+    "metric_record": {"type": ["string", "null"]},
+}, ["stage", "task", "runs", "verdict"])
+
+WORKFLOW = _record("workflow", {
+    "workflow": _string, "timeout_s": _number, "rollback": {"type": "boolean"}, "outcome": _string,
+    "steps": {"type": "array", "items": {"type": "object", "required": ["step", "does", "stages", "verdict"]}},
+    "start": _time, "end": _time,
+}, ["workflow", "steps", "outcome"])
+
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://pytest-release.invalid/record.schema.json",
     "title": "pytest-release evidence record",
-    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP],
+    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP, ALERT, TASK, WORKFLOW],
 }
 
 

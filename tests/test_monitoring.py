@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import jsonschema
 import pytest
+
+from pytest_release.records import RECORD_SCHEMA
 
 from conftest import Example, wait_for_data
 
 PlanWriter = Callable[..., Path]
+RECORD_SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA)
 
 
 def _plan(http_url: str, *, path: str = "/healthz", window: str = "1s", interval: str = "100ms",
@@ -42,8 +46,13 @@ def _plan(http_url: str, *, path: str = "/healthz", window: str = "1s", interval
 
 
 def _records(root: Path, folder: str) -> dict[str, dict[str, Any]]:
+    """The latest run's records in ``folder``, by file name, each valid against the record schema."""
     run = (root / "LATEST").read_text().strip()
-    return {p.name: json.loads(p.read_text()) for p in (root / folder / run).rglob("*.json")}
+    records = {p.name: json.loads(p.read_text()) for p in (root / folder / run).rglob("*.json")}
+    for record in records.values():
+        if "record" in record:
+            RECORD_SCHEMA_VALIDATOR.validate(record)
+    return records
 
 
 def test_metric_is_sampled_on_schedule_across_the_window(pytester: pytest.Pytester, write_plan: PlanWriter,

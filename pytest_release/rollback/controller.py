@@ -40,13 +40,15 @@ def hook_caller(config: pytest.Config) -> Any:
 
 class RollbackController:
     def __init__(self, config: pytest.Config, plan: Plan, kinds: dict[str, CheckKind], tree: EvidenceTree,
-                 recorder: Any, *, manual: bool, on_interrupt: bool, resume: Unfinished | None) -> None:
+                 recorder: Any, *, manual: Trigger | None, on_interrupt: bool,
+                 resume: Unfinished | None, asked_by: str = "--release-rollback") -> None:
         self.config = config
         self.plan = plan
         self.kinds = kinds
         self.tree = tree
         self.recorder = recorder
         self.manual = manual
+        self.asked_by = asked_by
         self.on_interrupt = on_interrupt
         self.resume = resume
         self.ran = False
@@ -71,16 +73,18 @@ class RollbackController:
         """Fire the trigger this run calls for, at most once."""
         if self.ran:
             return
-        if self.manual:
-            trigger = self._trigger("manual_trigger")
-            self._run(trigger, "--release-rollback: an operator asked for a rollback", self._last_stage_gates())
+        if self.manual is not None:
+            self._run(self.manual, f"{self.asked_by}: an operator asked for a rollback", self._last_stage_gates())
             return
         suffix = " (the run was interrupted)" if interrupted else ""
         failed = self.failed_gates()
+        steps = self.failed_workflow_steps()
         trigger = self.plan.triggers.get("validation_failure")
-        if failed and trigger is not None and trigger.action == "rollback":
-            names = [f"{stage}::{gate.name}" for stage, gate in failed]
+        if (failed or steps) and trigger is not None and trigger.action == "rollback":
+            names = [f"{stage}::{gate.name}" for stage, gate in failed] + steps
             unique = list({gate.name: gate for _, gate in failed}.values())
+            if steps:  # a deploy that failed half way: verify the last stage's gates after the rollback
+                unique += [g for g in self._last_stage_gates() if g not in unique]
             self._run(trigger, f"required gate(s) failed after the release was deployed: {', '.join(names)}{suffix}",
                       unique)
             return
@@ -100,6 +104,11 @@ class RollbackController:
                     and (outcome.stage, gates[outcome.gate]) not in seen):
                 seen.append((outcome.stage, gates[outcome.gate]))
         return seen
+
+    def failed_workflow_steps(self) -> list[str]:
+        """Workflow action steps (a deploy) that failed: the release may be half deployed."""
+        return [f"{o.stage}::{o.gate}::{o.name}" for o in self.recorder.outcomes.values()
+                if o.verdict == "failed" and o.stage in self.plan.workflow_gates]
 
     def failed_monitoring(self) -> list[str]:
         """What failed in required monitoring gates of stages where the release is deployed."""

@@ -1,0 +1,125 @@
+"""Workflows (--release-workflow): the example's release_workflow deploys in one run and rolls
+back on failure; rollback_workflow rolls back on demand; a workflow's timeout bounds the run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import Example, plan_with
+
+
+def _workflow(pytester: pytest.Pytester, example: Example, release: str, *args: str) -> pytest.RunResult:
+    os.chdir(example.project)
+    os.environ["SHOP_RELEASE"] = release  # what the plan's deploy action (ctl.py upgrade) deploys
+    try:
+        return pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-evidence-dir",
+                                             str(pytester.path / "evidence"), "-v", *args)
+    finally:
+        del os.environ["SHOP_RELEASE"]
+
+
+def _record(pytester: pytest.Pytester, name: str) -> dict[str, Any]:
+    evidence = pytester.path / "evidence"
+    run = (evidence / "LATEST").read_text().strip()
+    return json.loads((evidence / "automation" / "workflows" / run / f"{name}.json").read_text())
+
+
+def test_release_workflow_deploys_the_good_release(pytester: pytest.Pytester, example: Example) -> None:
+    result = _workflow(pytester, example, "1.0.0", "--release-workflow", "release_workflow")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*release-plan.yaml::pre_release::rollback_gate::readiness?data_rollback? PASSED*",
+        "*release-plan.yaml::deploy::release_workflow::command PASSED*",
+        "*release-plan.yaml::release::service_validation::health?api? PASSED*",
+        "*release-plan.yaml::post_release::monitoring_gate::metric?service_health? PASSED*",
+        "*workflow release_workflow: validate passed, deploy passed, verify passed*",
+    ])
+    record = _record(pytester, "release_workflow")
+    assert [(s["step"], s["stages"], s["verdict"]) for s in record["steps"]] == [
+        ("validate", ["pre_release"], "passed"), ("deploy", ["deploy"], "passed"),
+        ("verify", ["release", "post_release"], "passed")]
+    assert record["outcome"] == "released"
+    assert "1.0.0" in example.ctl("status")
+
+
+def test_release_workflow_rolls_back_the_bad_release(pytester: pytest.Pytester, example: Example) -> None:
+    prices = example.prices()
+    result = _workflow(pytester, example, "1.1.0", "--release-workflow", "release_workflow")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*release-plan.yaml::deploy::release_workflow::command PASSED*",
+        "*release-plan.yaml::release::service_validation::health?api? FAILED*",
+        "*ROLLED BACK: validation_failure: every step passed and verify passed*",
+        "*workflow release_workflow: validate passed, deploy passed, verify failed*",
+    ])
+    assert example.prices() == prices
+    assert example.get("/version") == (200, {"version": "1.0.0"})
+    assert _record(pytester, "release_workflow")["outcome"] == "rolled_back"
+
+
+def test_a_failed_deploy_is_rolled_back(pytester: pytest.Pytester, example: Example) -> None:
+    """ctl.py upgrade stops the service, then cannot deploy a release that does not exist: the
+    service is down; the rollback starts 1.0.0 again."""
+    result = _workflow(pytester, example, "9.9.9", "--release-workflow", "release_workflow")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*release-plan.yaml::deploy::release_workflow::command FAILED*",
+        "*release_workflow step deploy (command): *exited 1*",
+        "*ROLLED BACK: validation_failure: every step passed and verify passed*",
+        "*workflow release_workflow: validate passed, deploy failed, verify skipped*",
+    ])
+    assert example.get("/version") == (200, {"version": "1.0.0"})
+
+
+def test_rollback_workflow_rolls_back_on_demand(pytester: pytest.Pytester, example: Example) -> None:
+    before = _workflow(pytester, example, "1.0.0", "--release-stage", "pre_release")
+    assert before.ret == 0, before.stdout.str()
+    result = _workflow(pytester, example, "1.0.0", "--release-workflow", "rollback_workflow")
+    result.stdout.fnmatch_lines([
+        "*rollback::data_rollback::revert PASSED*",
+        "*ROLLED BACK: manual_trigger: every step passed and verify passed*",
+        "*workflow rollback_workflow: backup rolled_back, revert rolled_back, verify rolled_back*",
+    ])
+    assert result.ret == 1  # a rollback, even one asked for, is not a release
+    assert _record(pytester, "rollback_workflow")["rollback"] is True
+
+
+def test_workflow_timeout_bounds_the_run(pytester: pytest.Pytester, write_plan: Callable[..., Path]) -> None:
+    plan = plan_with("""\
+        - name: smoke
+          checks: [{command: {argv: [python3, -c, "print('ok')"]}}]
+        """, stages="[{name: pre_release}, {name: release}]")
+    plan += ("automation:\n  workflows:\n    - name: release_workflow\n      steps: [validate, deploy, verify]\n"
+             "      timeout: 1s\n      actions:\n        deploy: {command: {argv: [sleep, '5']}}\n")
+    write_plan(plan)
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-workflow",
+                                           "release_workflow", "-v")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*::pre_release::smoke::command?python3? PASSED*",
+        "*::deploy::release_workflow::command FAILED*",
+        "*release_workflow step deploy (command): *",
+        "*SKIPPED  stage release not run: required gate deploy::release_workflow failed*",
+    ])
+    assert result.duration < 4
+
+
+def test_workflow_usage_errors(pytester: pytest.Pytester, write_plan: Callable[..., Path]) -> None:
+    plan = plan_with("- {name: smoke, checks: [{command: {argv: [\"true\"]}}]}\n")
+    plan += "automation:\n  workflows:\n    - {name: release_workflow, steps: [validate, deploy, verify]}\n"
+    write_plan(plan)
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-workflow", "ship")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--release-workflow ship: release-plan.yaml has no such workflow; "
+                                 "workflows: release_workflow*"])
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-workflow",
+                                           "release_workflow")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*release-plan.yaml:1?:*: automation.workflows?release_workflow?.steps?1?: "
+                                 "step 'deploy' does nothing: it has no action*"])
+    assert "Traceback" not in result.stderr.str()
