@@ -75,12 +75,16 @@ class Snapshot:
     value: float | None = None
     state: str = "sampling"
 
+    compare: str = ""
+
     def text(self) -> str:
-        if self.value is not None:
-            now = f"value {self.value:g}"
+        if self.compare:
+            now = f"value {self.value:g} (good: {self.compare} {self.threshold:g})" if self.value is not None \
+                else "no value yet"
         else:
-            now = f"{self.good / self.samples:.1%} good" if self.samples else "no sample yet"
-        return f"{self.metric}: {self.samples} samples, {now} (threshold {self.threshold:g})" + (
+            now = (f"{self.good / self.samples:.1%} good" if self.samples else "no sample yet") + \
+                f" (needs {self.threshold:.1%})"
+        return f"{self.metric}: {self.samples} samples, {now}" + (
             f" {self.state.upper()}" if self.state != "sampling" else "")
 
 
@@ -99,11 +103,11 @@ class Progress:
         with self._lock:
             snaps = list(self._snapshots.values())
         if not snaps:
-            return f"{gate}: opening the monitoring window"
+            return f"{gate} opening the monitoring window"
         elapsed = max(s.elapsed for s in snaps)
         window = max(s.window for s in snaps)
-        return (f"{gate}: {format_duration(round(elapsed, 1))} of {format_duration(round(window, 1))}, "
-                f"{format_duration(round(max(window - elapsed, 0), 1))} left | "
+        return (f"{gate} {format_duration(round(elapsed, 1))}/{format_duration(round(window, 1))} "
+                f"({format_duration(round(max(window - elapsed, 0), 1))} left) | "
                 + " | ".join(s.text() for s in snaps))
 
 
@@ -307,7 +311,8 @@ class MetricRun:
         if self.fired:
             state = "alert"
         self.progress.update(Snapshot(self.metric.name, elapsed, self.window, len(self.samples),
-                                      sum(s.good for s in self.samples), self.metric.threshold, value, state))
+                                      sum(s.good for s in self.samples), self.metric.threshold, value, state,
+                                      self.metric.compare if self.metric.prometheus is not None else ""))
 
     def _verdict(self, took: float, rounds: _Schedule, tasks: Mapping[str, _Schedule], decided: str | None,
                  stopped: str | None, pending: int) -> CheckResult:

@@ -431,23 +431,25 @@ def _watch(config: pytest.Config, window: GateWindow, gate_id: str) -> None:
     tty = bool(getattr(tr, "isatty", False))
     longest = max((run.window for run in window.runs), default=1.0)
     period = 0.25 if tty else min(max(longest / 10, 1.0), 30.0)
+    width = shutil.get_terminal_size().columns - 1  # a rewritten line must not wrap
+
+    def show(final: bool = False) -> None:
+        line = window.progress.line(gate_id)
+        if not tty:
+            tr.write_line(line)
+            return
+        tr.rewrite(line if len(line) <= width else line[:width - 3] + "...", erase=True)
+        if final:
+            tr.write_line("")
+
     tr.ensure_newline()
     while not window.done():
-        line = window.progress.line(gate_id)
-        if tty:
-            tr.rewrite(line, erase=True)
-        else:
-            tr.write_line(line)
+        show()
         for _ in range(int(period / 0.05)):
             if window.done():
                 break
             time.sleep(0.05)
-    line = window.progress.line(gate_id)
-    if tty:
-        tr.rewrite(line, erase=True)
-        tr.write_line("")
-    else:
-        tr.write_line(line)
+    show(final=True)
 
 
 def _fan_out(release: Run, item: CheckItem, deadline: float) -> None:

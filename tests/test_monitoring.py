@@ -63,8 +63,8 @@ def test_metric_is_sampled_on_schedule_across_the_window(pytester: pytest.Pytest
     took = time.monotonic() - started
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines([
-        "*pre_release::monitoring_gate: opening the monitoring window*",
-        "*pre_release::monitoring_gate: * of 1s, * left | service_health: * samples, 100.0% good (threshold 0.9)*",
+        "*pre_release::monitoring_gate opening the monitoring window*",
+        "*pre_release::monitoring_gate */1s (* left) | service_health: * samples, 100.0% good (needs 90.0%)*",
         "*::pre_release::monitoring_gate::metric?service_health? PASSED*",
     ])
     assert took >= 1.0
@@ -136,7 +136,7 @@ def test_monitoring_failure_after_the_deploy_rolls_back(pytester: pytest.Pyteste
     lines = []
     for line in run.stdout:
         lines.append(line)
-        if "monitoring_gate: opening the monitoring window" in line:
+        if "monitoring_gate opening the monitoring window" in line:
             time.sleep(0.8)
             example.ctl("stop")  # the fault: the service goes away mid-window
             break
@@ -217,7 +217,7 @@ def test_prometheus_metric_passes_then_fails_when_its_value_crosses_the_threshol
     write_plan(_prometheus_plan(prometheus, 'up{job="shop"}', ">=", 1, "1s"))
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*pre_release::monitoring_gate: * | shop_up: * samples, value 1 (threshold 1)*",
+    result.stdout.fnmatch_lines(["*pre_release::monitoring_gate */1s * | shop_up: * samples, value 1 (good: >= 1)*",
                                  "*::monitoring_gate::metric?shop_up? PASSED*"])
     measured = _records(root, "monitoring/metrics")["metric[shop_up].json"]["measured"]
     assert measured["samples"] >= 4 and measured["last_value"] == 1.0

@@ -287,7 +287,7 @@ def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_ur
     # pre_release is watched before the deploy: its 300 s monitoring window (the alerts' largest)
     # runs in 3 s, each metric sampled on its interval, the tasks counted with their metrics.
     result.stdout.fnmatch_lines([
-        "*pre_release::monitoring_gate: * of 3s, * | service_health: * samples, 100.0% good (threshold 0.99)*",
+        "*pre_release::monitoring_gate */3s (* left) | service_health: * samples, 100.0% good (needs 99.0%)*",
         "*release-plan.yaml::pre_release::monitoring_gate::metric?service_health? PASSED*",
         "*release-plan.yaml::pre_release::monitoring_gate::metric?service_performance? PASSED*",
         "*release-plan.yaml::pre_release::monitoring_gate::metric?service_security? PASSED*",
