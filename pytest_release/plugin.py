@@ -356,9 +356,10 @@ def _blocked_reason(release: Run, item: CheckItem) -> str | None:
         earlier = release.earlier[item.stage.index] = [i for i in release.items if i.stage.index < item.stage.index]
     if not earlier:
         return None
-    # Under xdist: how long the earlier stages can take at most (their budgets, and metric windows).
+    # Under xdist: how long the earlier stages can take at most (their budgets, metric and
+    # monitoring windows).
     budgets = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values())
-    windows = sum(m.window for m in release.plan.metrics.values())
+    windows = sum(m.window for m in release.plan.metrics.values()) + window_budget(release.plan)
     max_wait = (budgets + windows) * len(release.plan.stages)
     failure, pending = release.state.earlier_failure(item.stage.name, [i.nodeid for i in earlier], max_wait)
     if failure is not None:
