@@ -23,8 +23,8 @@ def _workflow(pytester: pytest.Pytester, example: Example, release: str, *args: 
         del os.environ["SHOP_RELEASE"]
 
 
-def _record(pytester: pytest.Pytester, name: str) -> dict[str, Any]:
-    evidence = pytester.path / "evidence"
+def _record(pytester: pytest.Pytester, name: str, evidence: Path | None = None) -> dict[str, Any]:
+    evidence = evidence or pytester.path / "evidence"
     run = (evidence / "LATEST").read_text().strip()
     return json.loads((evidence / "automation" / "workflows" / run / f"{name}.json").read_text())
 
@@ -123,3 +123,27 @@ def test_workflow_usage_errors(pytester: pytest.Pytester, write_plan: Callable[.
     result.stderr.fnmatch_lines(["*release-plan.yaml:1?:*: automation.workflows?release_workflow?.steps?1?: "
                                  "step 'deploy' does nothing: it has no action*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_monitoring_workflow_runs_only_the_monitoring_windows(pytester: pytest.Pytester,
+                                                              write_plan: Callable[..., Path], http_url: str) -> None:
+    plan = plan_with("""\
+        - name: service_validation
+          checks: [health]
+        """, targets=f"api: {{url: '{http_url}', health: /healthz}}",
+        stages="[{name: pre_release, monitoring: false}, {name: post_release, monitoring: true}]")
+    plan = plan.replace("  gates:\n    - {name: validation_gate, timeout: 10}\n",
+                        "  gates:\n    - {name: validation_gate, timeout: 10}\n"
+                        "    - {name: monitoring_gate, timeout: 1s, window: 600ms}\n")
+    plan += ("monitoring:\n  metrics:\n    - {name: service_health, interval: 200ms, threshold: 0.9}\n"
+             "automation:\n  workflows:\n    - {name: monitoring_workflow, steps: [collect, analyze, alert]}\n")
+    write_plan(plan)
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-workflow",
+                                           "monitoring_workflow", "-v")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*::post_release::monitoring_gate::metric?service_health? PASSED*",
+                                 "*workflow monitoring_workflow: collect passed, analyze passed, alert passed*"])
+    assert "service_validation" not in result.stdout.str().split("collected")[1]
+    assert "1 passed" in result.stdout.str()
+    record = _record(pytester, "monitoring_workflow", pytester.path / "evidence" / "release")
+    assert [s["stages"] for s in record["steps"]] == [["post_release"]] * 3
