@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import Plan
+from .plan import MONITOR, Plan
 from .records import gate_verdict
 from .rollback.runner import RollbackResult
 
@@ -208,6 +208,21 @@ def render_html(summary: RunSummary, link: Any) -> str:
                          f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
                          f"{esc(figures)} {_badge(check.verdict)}</figcaption></figure>")
         parts.append("</div>")
+    windows = [c for st in summary.stages for g in st.gates for c in g.checks
+               if c.kind == MONITOR and c.measured.get("samples_detail")]
+    if windows:
+        parts.append('<h3>Monitoring windows</h3><div id="release-monitoring">')
+        for check in windows:
+            fired = [a for a in check.measured.get("alerts") or [] if a.get("fired")]
+            alerts = "; ".join(f"alert {a['alert']} fired at {a['at_s']}s ({a['share']:.1%} good < "
+                               f"{a['threshold']:.1%} over {a['window_s']}s)" for a in fired)
+            chart = samples_svg(check.measured["samples_detail"], float(check.expected.get("window_s") or 0),
+                                [float(a["at_s"]) for a in fired])
+            parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>{chart}"
+                         f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
+                         f"{esc(check.summary)} {_badge(check.verdict)}"
+                         f"{'<br>' + esc(alerts) if alerts else ''}</figcaption></figure>")
+        parts.append("</div>")
     attention = summary.attention()
     if attention:
         parts += ['<h3>Failed and warning checks: measured against expected</h3>',
@@ -245,6 +260,40 @@ def latency_svg(histogram: Sequence[Sequence[float]], width: int = 360, height: 
             parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="9">{upper:g}</text>')
     parts.append(f'<text x="2" y="12" font-size="9">{top}</text><text x="{width - 30}" y="{height - 6}" '
                  'font-size="9">ms</text></svg>')
+    return "".join(parts)
+
+
+def samples_svg(samples: Sequence[Mapping[str, Any]], window: float, alerts: Sequence[float],
+                width: int = 420, height: int = 90) -> str:
+    """An inline SVG timeline of a monitoring window: one dot per sample at its time (green good,
+    red bad; a Prometheus sample at its value's height), a dashed red line where an alert fired."""
+    span = max([window, *(float(s["t_s"]) for s in samples), *alerts, 0.001])
+    numeric = [float(s["value"]) for s in samples if isinstance(s.get("value"), (int, float))]
+    low, high = (min(numeric), max(numeric)) if numeric else (0.0, 1.0)
+
+    def x(t: float) -> float:
+        return 10 + (width - 20) * t / span
+
+    def y(sample: Mapping[str, Any]) -> float:
+        value = sample.get("value")
+        if isinstance(value, (int, float)) and high > low:
+            return height - 20 - (height - 35) * (float(value) - low) / (high - low)
+        return height / 2 - 5 if sample["good"] else height - 25
+
+    esc = html.escape
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="release-samples-chart" width="{width}" '
+             f'height="{height}" role="img" aria-label="monitoring samples">',
+             f'<line x1="10" y1="{height - 15}" x2="{width - 10}" y2="{height - 15}" stroke="#888"/>']
+    for sample in samples:
+        colour = "#1a7f37" if sample["good"] else "#cf222e"
+        parts.append(f'<circle cx="{x(float(sample["t_s"])):.1f}" cy="{y(sample):.1f}" r="3" fill="{colour}">'
+                     f'<title>{esc(str(sample["t_s"]))}s {esc(str(sample["check"]))}: '
+                     f'{esc(str(sample["summary"]))}</title></circle>')
+    for at in alerts:
+        parts.append(f'<line class="release-alert" x1="{x(at):.1f}" y1="5" x2="{x(at):.1f}" y2="{height - 15}" '
+                     'stroke="#cf222e" stroke-dasharray="4 2"/>')
+    parts.append(f'<text x="10" y="{height - 3}" font-size="9">0s</text><text x="{width - 40}" y="{height - 3}" '
+                 f'font-size="9">{span:g}s</text></svg>')
     return "".join(parts)
 
 

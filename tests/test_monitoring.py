@@ -105,6 +105,24 @@ def test_alert_fails_the_gate_early_with_the_samples_that_fired_it(
     assert all(s["t_s"] > alert["at_s"] - 0.5 for s in alert["samples_detail"])
     measured = _records(root, "monitoring/metrics")["metric[service_health].json"]["measured"]
     assert measured["window_s"] < 6 and measured["samples_detail"][0]["good"] is True
+    # The HTML report, in real headless Chromium, draws the window: a dot per sample, the alert.
+    from playwright.sync_api import sync_playwright
+
+    from test_evidence import CHROMIUM_ARGS
+
+    report = root / "runs" / (root / "LATEST").read_text().strip() / "report.html"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(report.as_uri())
+            chart = page.locator("#release-monitoring svg.release-samples-chart")
+            assert chart.is_visible()
+            assert page.locator("#release-monitoring circle").count() == measured["samples"]
+            assert page.locator("#release-monitoring line.release-alert").count() == 1
+            assert "alert health_alert fired at" in page.locator("#release-monitoring figcaption").inner_text()
+        finally:
+            browser.close()
 
 
 def test_task_runs_count_against_their_metric(pytester: pytest.Pytester, write_plan: PlanWriter,
