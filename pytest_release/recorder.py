@@ -115,6 +115,10 @@ class Recorder:
         outcome.measured = _json(props.get("measured"), {})
         outcome.expected = _json(props.get("expected"), {})
         outcome.params = _json(props.get("release_params"), {})
+        if outcome.kind == MONITOR and isinstance(outcome.measured.get("window_s"), (int, float)):
+            # The window runs before the item's own phases (outside capture, for the live line):
+            # its time is the window's.
+            outcome.start = min(outcome.start, outcome.end - float(outcome.measured["window_s"]))
         folder = ("gates" if outcome.gate == "rollback_gate" else
                   "validation/metrics" if outcome.kind == METRIC else
                   "monitoring/metrics" if outcome.kind == MONITOR else "validation/gates")
