@@ -232,6 +232,16 @@ def test_security_sqlite_file_mode(tmp_path: Path) -> None:
     os.chmod(db, 0o666)
     bad = run_check("security", {"sqlite": "app.db"}, tmp_path)
     assert not bad.passed and "app.db: world-writable (mode -rw-rw-rw-, 0o666)" in bad.summary
+    # private: true: customer data must not be readable by every user of the machine either.
+    os.chmod(db, 0o644)
+    assert run_check("security", {"sqlite": "app.db"}, tmp_path).passed
+    private = run_check("security", {"sqlite": "app.db"}, tmp_path, private=True)
+    assert not private.passed
+    assert private.summary == "1 problem(s): app.db: world-readable (mode -rw-r--r--, 0o644) and is private"
+    assert private.measured == {"mode": "0o644", "world_writable": 0, "world_readable": 1}
+    assert private.expected == {"world_writable": 0, "world_readable": 0}
+    os.chmod(db, 0o600)
+    assert run_check("security", {"sqlite": "app.db"}, tmp_path, private=True).passed
 
 
 def test_security_postgres_superuser_login(pg_dsn: str, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@
   references and empty values are fine) and the extra regular expressions in ``patterns``.
   Each finding names ``file:line`` and what it is, never the value. No file is world-writable,
   and no file with a finding is world-readable.
-* **SQLite stores**: the database file (and its journal/WAL) is not world-writable.
+* **SQLite stores**: the database file (and its journal/WAL) is not world-writable, and with
+  ``private: true`` not world-readable either.
 * **PostgreSQL stores**: the login role is not a superuser (``superuser: true`` allows it), and
   with ``require_ssl: true`` the connection is encrypted.
 """
@@ -62,6 +63,8 @@ PARAMS: dict[str, Any] = {
         "min_tls": {"enum": sorted(TLS_VERSIONS), "description": "HTTPS: the lowest TLS version (default '1.2')"},
         "patterns": {"type": "array", "items": {"type": "string", "format": "regex"},
                      "description": "config files: extra regular expressions that count as a leaked secret"},
+        "private": {"type": "boolean", "description": "SQLite: the data is not for everyone: the database "
+                                                      "file must not be world-readable either (default false)"},
         "superuser": {"type": "boolean", "description": "PostgreSQL: allow a superuser login (default false)"},
         "require_ssl": {"type": "boolean", "description": "PostgreSQL: the connection must be encrypted "
                                                           "(default false)"},
@@ -139,7 +142,8 @@ def scan_text(text: str, patterns: list[re.Pattern[str]] = ()) -> list[tuple[int
     return findings
 
 
-def _mode_problems(path: Path, display: str, has_secret: bool) -> list[str]:
+def _mode_problems(path: Path, display: str, private: str | None) -> list[str]:
+    """World-writable is always a problem; world-readable when the file is ``private`` (why)."""
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -147,9 +151,9 @@ def _mode_problems(path: Path, display: str, has_secret: bool) -> list[str]:
     problems = []
     if mode & stat.S_IWOTH:
         problems.append(f"{display}: world-writable (mode {stat.filemode(mode)}, {oct(mode & 0o777)})")
-    if has_secret and mode & stat.S_IROTH:
+    if private and mode & stat.S_IROTH:
         problems.append(f"{display}: world-readable (mode {stat.filemode(mode)}, {oct(mode & 0o777)}) "
-                        "and holds a secret")
+                        f"and {private}")
     return problems
 
 
@@ -171,7 +175,7 @@ def _config(ctx: CheckContext) -> CheckResult:
         text, _ = read_text(path, display)
         found = scan_text(text, patterns) if text is not None else []
         findings.extend(f"{display}:{line}: {what}" for line, what in found)
-        permissions.extend(_mode_problems(path, display, bool(found)))
+        permissions.extend(_mode_problems(path, display, "holds a secret" if found else None))
     measured = {"files": len(files), "findings": len(findings), "permission_problems": len(permissions)}
     problems = findings + permissions
     if problems:
@@ -183,7 +187,8 @@ def _config(ctx: CheckContext) -> CheckResult:
 
 def _sqlite(ctx: CheckContext, value: str) -> CheckResult:
     path = ctx.path(value)
-    expected = {"world_writable": 0}
+    private = bool(ctx.params.get("private", False))
+    expected = {"world_writable": 0, **({"world_readable": 0} if private else {})}
     if not path.is_file():
         return CheckResult(False, f"SQLite database {value} does not exist", {"exists": False}, expected)
     problems: list[str] = []
@@ -193,11 +198,14 @@ def _sqlite(ctx: CheckContext, value: str) -> CheckResult:
         if candidate.exists():
             mode = candidate.stat().st_mode
             modes[f"mode{suffix}"] = oct(mode & 0o777)
-            problems.extend(_mode_problems(candidate, f"{value}{suffix}", False))
-    measured = {**modes, "world_writable": len(problems)}
+            problems.extend(_mode_problems(candidate, f"{value}{suffix}", "is private" if private else None))
+    measured = {**modes, "world_writable": sum("world-writable" in p for p in problems)}
+    if private:
+        measured["world_readable"] = sum("world-readable" in p for p in problems)
     if problems:
         return CheckResult(False, f"{len(problems)} problem(s): {problems[0]}", measured, expected, problems)
-    return CheckResult(True, f"{value}: not world-writable (mode {modes['mode']})", measured, expected)
+    return CheckResult(True, f"{value}: not world-writable{' or -readable' if private else ''} "
+                             f"(mode {modes['mode']})", measured, expected)
 
 
 def _postgres(ctx: CheckContext, spec: Mapping[str, Any]) -> CheckResult:
