@@ -394,6 +394,8 @@ class GateWindow:
         if publish is not None:
             publish(run.metric.name, result)
         future.set_result(result)
+        if self.done():  # samples still queued (a window stopped early) are not taken
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def done(self) -> bool:
         return all(f.done() for f in self.futures.values())
