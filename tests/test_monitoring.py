@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +42,26 @@ def _plan(http_url: str, *, path: str = "/healthz", window: str = "1s", interval
         automation:
           tasks: {tasks or '[]'}
         """
+
+
+def _run_with_fault(args: list[str], fault: Callable[[], object], after: float = 0.5,
+                    cwd: Path | None = None) -> tuple[int, str, float]:
+    """Run pytest; ``after`` seconds into the monitoring window (its first progress line), inject
+    ``fault``. The exit code, the output, and the seconds from the fault to the end."""
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert run.stdout is not None
+    lines, injected = [], None
+    for line in run.stdout:
+        lines.append(line)
+        if injected is None and "::monitoring_gate " in line and "s left)" in line:
+            time.sleep(after)
+            fault()
+            injected = time.monotonic()
+    code = run.wait()
+    out = "".join(lines)
+    assert injected is not None, out
+    return code, out, time.monotonic() - injected
 
 
 def _records(root: Path, folder: str) -> dict[str, dict[str, Any]]:
@@ -85,18 +104,13 @@ def test_alert_fails_the_gate_early_with_the_samples_that_fired_it(
     fault = tmp_path / "fault"
     write_plan(_plan(http_url, path=f"/unless?file={fault}", window="10s", threshold=0.5,
                      alerts="[{name: health_alert, threshold: 0.8, window: 500ms}]"))
-    timer = threading.Timer(1.5, fault.touch)
-    started = time.monotonic()
-    timer.start()
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
-    took = time.monotonic() - started
-    timer.cancel()
-    assert result.ret == 1, result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*::monitoring_gate::metric?service_health? FAILED*",
-        "*service_health: alert health_alert fired at *: * of * samples good (*) < 80.0% over the last 500ms*",
-    ])
-    assert took < 8, "the gate failed as the alert fired, not when the 10s window ended"
+    code, out, took = _run_with_fault(["--release-plan", "release-plan.yaml", "-v"], fault.touch,
+                                      cwd=pytester.path)
+    assert code == 1, out
+    assert "FAILED release-plan.yaml::pre_release::monitoring_gate::metric[service_health]" in out
+    assert re.search(r"service_health: alert health_alert fired at \S+: \d+ of \d+ samples good \(.*\) "
+                     r"< 80.0% over the last 500ms", out), out
+    assert took < 6, "the gate failed as the alert fired, not when the 10s window ended"
     root = pytester.path / "evidence" / "release"
     alert = _records(root, "monitoring/alerts")["health_alert.json"]
     assert alert["fired"] is True and alert["threshold"] == 0.8 and 0 < alert["at_s"] < 6
@@ -141,25 +155,15 @@ def test_monitoring_failure_after_the_deploy_rolls_back(pytester: pytest.Pyteste
     """The example's plan watches post_release for 3 s, sampling every 200 ms. The service dies
     mid-window: the alert fires, the gate fails before the window ends, the rollback restarts the
     service, and the samples are in the evidence."""
-    os.chdir(example.project)
     evidence = pytester.path / "evidence"
-    common = [sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-p", "no:cacheprovider",
-              "--release-evidence-dir", str(evidence), "-v"]
-    before = subprocess.run(common + ["--release-stage", "pre_release"], capture_output=True, text=True)
+    common = ["--release-plan", "release-plan.yaml", "--release-evidence-dir", str(evidence), "-v"]
+    before = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *common,
+                             "--release-stage", "pre_release"], capture_output=True, text=True, cwd=example.project)
     assert before.returncode == 0, before.stdout
-    run = subprocess.Popen(common + ["--release-stage", "post_release"], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    assert run.stdout is not None
-    lines = []
-    for line in run.stdout:
-        lines.append(line)
-        if line.startswith("post_release::monitoring_gate "):  # the window is open: its first progress line
-            time.sleep(0.8)
-            example.ctl("stop")  # the fault: the service goes away mid-window
-            break
-    lines += run.stdout.readlines()
-    out = "".join(lines)
-    assert run.wait() == 1, out
+    # The fault: the service goes away 0.8 s into the window.
+    code, out, _ = _run_with_fault(common + ["--release-stage", "post_release"], lambda: example.ctl("stop"),
+                                   after=0.8, cwd=example.project)
+    assert code == 1, out
     # Whichever metric samples the dead service first, its alert fires and stops the window.
     fired = re.search(r"FAILED +release-plan.yaml::post_release::monitoring_gate::metric\[service_(\w+)\]: "
                       r"service_\w+: alert (\w+)_alert fired at", out)
@@ -243,15 +247,12 @@ def test_prometheus_metric_passes_then_fails_when_its_value_crosses_the_threshol
     # The shop goes down mid-window: Prometheus's next scrape says up == 0, and the next sample fails
     # the gate, long before the 10 s window ends.
     write_plan(_prometheus_plan(prometheus, 'up{job="shop"}', ">=", 1, "10s"))
-    timer = threading.Timer(1.5, example.ctl, args=("stop",))
-    started = time.monotonic()
-    timer.start()
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
-    timer.join()
-    assert result.ret == 1, result.stdout.str()
-    assert time.monotonic() - started < 8
-    result.stdout.fnmatch_lines(["*::monitoring_gate::metric?shop_up? FAILED*",
-                                 "*shop_up: at *: up{job=\"shop\"} = 0 (not >= 1)*"])
+    code, out, took = _run_with_fault(["--release-plan", "release-plan.yaml", "-v"], lambda: example.ctl("stop"),
+                                      after=0.6, cwd=pytester.path)
+    assert code == 1, out
+    assert took < 6, "the gate failed at the first bad value, not when the 10 s window ended"
+    assert "FAILED release-plan.yaml::pre_release::monitoring_gate::metric[shop_up]" in out
+    assert 'shop_up: at ' in out and 'up{job="shop"} = 0 (not >= 1)' in out, out
     measured = _records(root, "monitoring/metrics")["metric[shop_up].json"]["measured"]
     values = [s["value"] for s in measured["samples_detail"]]
     assert values[0] == 1.0 and values[-1] == 0.0, values
