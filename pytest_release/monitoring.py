@@ -186,7 +186,7 @@ class MetricRun:
         good = not math.isnan(value) and COMPARE[compare](value, self.metric.threshold)
         return good, f"{source['query']} = {value:g} ({'' if good else 'not '}{compare} {self.metric.threshold:g})", value
 
-    def _submit(self, t0: float, name: str, jobs: list[Callable[[], Sample]]) -> int:
+    def _submit(self, name: str, jobs: list[Callable[[], Sample]]) -> int:
         for job in jobs:
             def done(job: Callable[[], Sample] = job) -> None:
                 started = time.monotonic()
@@ -227,13 +227,13 @@ class MetricRun:
         while True:
             now = time.monotonic()
             if rounds.due(now):
-                pending += self._submit(t0, "probe", self._round_jobs(round(rounds.next - t0, 3)))
+                pending += self._submit("probe", self._round_jobs(round(rounds.next - t0, 3)))
                 rounds.advance(now)
             for task in self.tasks:
                 schedule = task_schedules[task.name]
                 if schedule.due(now):
                     t_s = round(schedule.next - t0, 3)
-                    pending += self._submit(t0, task.name, [self._check_job(t_s, f"task:{task.name}", spec, target,
+                    pending += self._submit(task.name, [self._check_job(t_s, f"task:{task.name}", spec, target,
                                                                             task.timeout)
                                                             for spec, target in self._probes(task.check, task.targets)])
                     schedule.advance(now)
