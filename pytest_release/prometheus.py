@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from .checks.health import http_pool
+from .checks.health import http_pool, read_body
 
 __all__ = ["PrometheusError", "instant_query"]
 
@@ -64,7 +64,7 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
         response = http_pool(verify=verify, ca=ca).request(
             "GET", f"{endpoint}?{urlencode(fields)}", headers={"Accept": "application/json"},
             timeout=urllib3.Timeout(total=timeout), retries=False, redirect=False, preload_content=False)
-        body = _read_body(response, deadline, endpoint)
+        body = read_body(response, deadline, MAX_BODY)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         raise PrometheusError(f"cannot connect to Prometheus at {endpoint}: {_reason(exc)}") from None
     except (urllib3.exceptions.TimeoutError, socket.timeout):
@@ -75,6 +75,8 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
     if body is None:
         raise PrometheusError(f"Prometheus at {endpoint} answered {response.status} but its body did not "
                               f"arrive within {timeout:g}s")
+    if len(body) > MAX_BODY:
+        raise PrometheusError(f"the answer from {endpoint} is larger than {MAX_BODY // (1024 * 1024)} MiB")
     try:
         document = json.loads(body)
     except ValueError:
@@ -88,30 +90,6 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
         raise PrometheusError(f"Prometheus at {endpoint} rejected the query ({response.status} {kind}): "
                               f"{_one_line(str(document.get('error') or 'no reason given'))}")
     return document
-
-
-def _read_body(response: urllib3.BaseHTTPResponse, deadline: float, endpoint: str) -> bytes | None:
-    """The whole body, or ``None`` when it does not arrive before ``deadline`` (a socket timeout
-    is per read: a server that trickles bytes would otherwise never time out)."""
-    chunks: list[bytes] = []
-    size = 0
-    complete = False
-    try:
-        while time.monotonic() <= deadline:
-            chunk = response.read1(64 * 1024)
-            if not chunk:
-                complete = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise PrometheusError(f"the answer from {endpoint} is larger than {MAX_BODY // (1024 * 1024)} MiB")
-    finally:
-        if complete:
-            response.release_conn()
-        else:
-            response.close()  # never hand a half-read connection back to the pool
-    return b"".join(chunks) if complete else None
 
 
 def _value(document: dict[str, Any], endpoint: str) -> float:

@@ -21,7 +21,7 @@ import urllib3
 from ..units import DURATION_SCHEMA, format_duration, parse_duration
 from .base import CheckContext, CheckKind, CheckResult
 
-__all__ = ["HEALTH", "http_pool"]
+__all__ = ["HEALTH", "http_pool", "read_body"]
 
 PARAMS: dict[str, Any] = {
     "type": "object",
@@ -61,14 +61,15 @@ def http_pool(*, verify: bool = True, ca: str | None = None) -> urllib3.PoolMana
 MAX_BODY = 1024 * 1024
 
 
-def _read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes | None:
-    """The body (at most 1 MiB), or ``None`` when it does not arrive before ``deadline``: a
-    socket timeout is per read, so a server that trickles bytes would otherwise never time out."""
+def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int = MAX_BODY) -> bytes | None:
+    """The body, cut once more than ``limit`` bytes arrived, or ``None`` when it does not arrive
+    before ``deadline``: a socket timeout is per read, so a server that trickles bytes would
+    otherwise never time out. The connection goes back to the pool only when fully read."""
     chunks: list[bytes] = []
     size = 0
     complete = False
     try:
-        while size < MAX_BODY and time.monotonic() <= deadline:
+        while size <= limit and time.monotonic() <= deadline:
             chunk = response.read1(64 * 1024)
             if not chunk:
                 complete = True
@@ -82,7 +83,7 @@ def _read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes | N
             response.release_conn()
         else:
             response.close()  # never hand a half-read connection back to the pool
-    if not complete and size < MAX_BODY:
+    if not complete and size <= limit:
         return None
     return b"".join(chunks)
 
@@ -118,7 +119,7 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     try:
         response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining),
                                 retries=False, redirect=False, preload_content=False)
-        body = _read_body(response, ctx.deadline)
+        body = read_body(response, ctx.deadline)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         return CheckResult(False, f"GET {url} failed: cannot connect: {_reason(exc)}",
                            {"error": f"cannot connect: {_reason(exc)}"}, expected)
