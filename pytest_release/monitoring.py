@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import queue
 import threading
 import time
@@ -328,6 +329,7 @@ class MetricRun:
         measured: dict[str, Any] = {
             "samples": len(samples), "good": good, "share": round(share, 4), "window_s": round(took, 3),
             "rounds": len(drifts), "missed_rounds": rounds.missed, "unfinished_samples": pending,
+            "sampled_by_pid": os.getpid(),  # under xdist: the one worker that ran the stage's window
             "drift_ms_mean": round(drift_mean * 1000, 3), "drift_ms_max": round(max(drifts, default=0) * 1000, 3),
             "drift_pct_of_interval": round(100 * drift_mean / metric.interval, 3),
             "alerts": alerts,

@@ -193,9 +193,12 @@ def test_monitoring_window_under_xdist_runs_once(pytester: pytest.Pytester, writ
     for name in ("service_health", "service_version"):
         result.stdout.fnmatch_lines([f"*PASSED*metric?{name}?*"])
     records = _records(pytester.path / "evidence" / "release", "monitoring/metrics")
-    for name in ("metric[service_health].json", "metric[service_version].json"):
-        measured = records[name]["measured"]
-        assert measured["rounds"] + measured["missed_rounds"] == 10, measured
+    metrics = [records["metric[service_health].json"], records["metric[service_version].json"]]
+    for record in metrics:
+        assert record["measured"]["rounds"] + record["measured"]["missed_rounds"] == 10, record["measured"]
+    # The items ran on both workers; one process sampled the window for both.
+    assert {r["worker"] for r in metrics} == {"gw0", "gw1"}
+    assert len({r["measured"]["sampled_by_pid"] for r in metrics}) == 1
     assert took < 10
 
 
