@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -426,8 +427,11 @@ class Monitoring:
     def result(self, stage: str, metric: str, deadline: float) -> CheckResult:
         window = self.open(stage)
         if window is not None:
-            future = window.futures[metric]
-            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+            try:
+                return window.futures[metric].result(timeout=max(deadline - time.monotonic(), 0.0))
+            except FutureTimeout:
+                return CheckResult(False, f"{metric}: the {stage} monitoring window did not finish within its "
+                                          f"budget ({format_duration(window_budget(self.plan))})")
         data = self.state.wait_published(f"monitoring-{stage}-{metric}", deadline)
         if data is None:
             return CheckResult(False, f"{metric}: no result from the worker that runs the {stage} monitoring "
