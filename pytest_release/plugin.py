@@ -411,7 +411,8 @@ def _open_window(release: Run, item: CheckItem) -> None:
     """The first monitoring item of a stage opens its window and, in a terminal, shows its progress
     until the window closes (this runs before the item's setup, outside capture). Once a required
     gate of a deployed stage has failed, the rollback is due: no window delays it."""
-    failed = release.state.failed_in(item.stage.name) if item.stage.deployed else None
+    # (A failed metric of the window itself says nothing: its siblings take their results.)
+    failed = release.state.failed_in(item.stage.name, but=item.gate.name) if item.stage.deployed else None
     if failed is not None:
         item.stash[BLOCKED] = (f"monitoring window of stage {item.stage.name} not opened: required gate "
                                f"{failed.stage}::{failed.gate} failed ({failed.summary})")

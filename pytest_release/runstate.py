@@ -114,9 +114,10 @@ class RunState:
                     return None
             time.sleep(POLL)
 
-    def failed_in(self, stage: str) -> Record | None:
-        """A required check of ``stage`` that failed in this process (known so far)."""
-        return next((r for r in self._records.values() if r.stage == stage and r.verdict == "failed"), None)
+    def failed_in(self, stage: str, but: str) -> Record | None:
+        """A required check of ``stage``, outside gate ``but``, that failed in this process (so far)."""
+        return next((r for r in self._records.values()
+                     if r.stage == stage and r.gate != but and r.verdict == "failed"), None)
 
     def earlier_failure(self, stage: str, earlier: Sequence[str],
                         max_wait: float) -> tuple[Record | None, list[str]]:

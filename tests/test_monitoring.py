@@ -262,3 +262,22 @@ def test_prometheus_metric_passes_then_fails_when_its_value_crosses_the_threshol
     measured = _records(root, "monitoring/metrics")["metric[shop_up].json"]["measured"]
     values = [s["value"] for s in measured["samples_detail"]]
     assert values[0] == 1.0 and values[-1] == 0.0, values
+
+
+def test_every_metric_of_a_failed_window_reports_its_own_verdict(pytester: pytest.Pytester,
+                                                                 write_plan: PlanWriter, http_url: str) -> None:
+    """After the deploy, the first metric's failure must not turn the others into skips: they ran
+    in the same window, and the one whose alert fired says so."""
+    plan = _plan(http_url, path="/fail", window="5s", source="{targets: [api]}",
+                 extra_metrics="    - {name: service_errors, interval: 100ms, threshold: 0.5, "
+                               "source: {check: {health: {path: /fail}}}}",
+                 alerts="[{name: errors_alert, threshold: 0.9, window: 1s, metric: service_errors}]")
+    plan = plan.replace("stages: [{name: pre_release, monitoring: true}]",
+                        "stages: [{name: pre_release, monitoring: false}, {name: release, monitoring: true}]")
+    write_plan(plan)
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*::release::monitoring_gate::metric?service_health? FAILED*",
+                                 "*::release::monitoring_gate::metric?service_errors? FAILED*",
+                                 "*service_errors: alert errors_alert fired at *"])
+    assert "SKIPPED" not in result.stdout.str()
