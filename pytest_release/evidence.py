@@ -19,7 +19,7 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
       analytics/{metrics,analysis,config}/RUN_ID/...
       automation/{tasks,workflows,config}/RUN_ID/...
 
-Files are written atomically (a temporary file, then a rename) and never overwritten.
+Files are written atomically (a temporary file, then a link or rename) and never overwritten.
 """
 
 from __future__ import annotations
@@ -93,6 +93,31 @@ def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
         raise
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet, atomically and race-free: the data goes to a
+    temporary file, which is then hard-linked to its name (``link`` fails if the name exists, so
+    nothing is ever replaced, and a reader sees no file or the whole file)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: check, then rename
+            if path.exists():
+                raise FileExistsError(path) from None
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 @dataclass
 class EvidenceTree:
     """One run's view of the evidence directory: it adds files and remembers their hashes."""
@@ -102,6 +127,7 @@ class EvidenceTree:
     written: dict[str, str] = field(default_factory=dict)
     #: Runs that never sealed whose files this run took into its manifest (a resumed rollback).
     adopted: dict[str, list[str]] = field(default_factory=dict)
+    _folders: set[Path] = field(default_factory=set, repr=False)  # folders known to exist
 
     def create(self) -> None:
         """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
@@ -118,14 +144,24 @@ class EvidenceTree:
         return self.root.joinpath(folder, self.run_id, *(safe_name(p) for p in parts))
 
     def relative(self, path: Path) -> str:
+        text, root = str(path), str(self.root) + os.sep
+        if text.startswith(root):  # the common case, without pathlib's slower relative_to
+            return text[len(root):].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
         """Write a new evidence file atomically; an existing file is never replaced."""
         rel = self.relative(path)
-        if rel in self.written or path.exists():
-            raise FileExistsError(f"evidence file {rel} exists already; evidence is never overwritten")
-        _atomic_write(path, data)
+        problem = f"evidence file {rel} exists already; evidence is never overwritten"
+        if rel in self.written:
+            raise FileExistsError(problem)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        try:
+            _write_new(path, data)
+        except FileExistsError:
+            raise FileExistsError(problem) from None
         self.written[rel] = hashlib.sha256(data).hexdigest()
         return path
 

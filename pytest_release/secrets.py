@@ -17,8 +17,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def redact_value(value: object, secrets: Iterable[str]) -> object:
-    """A plain JSON-like value with every string redacted."""
-    secrets = list(secrets)
+    """A plain JSON-like value with every string redacted (``value`` itself when there are no
+    secrets: most plans have none, and this runs for every record)."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return value
     if isinstance(value, str):
         return redact(value, secrets)
     if isinstance(value, dict):
