@@ -8,10 +8,13 @@ items carry what they check; running one is :meth:`CheckItem.runtest`, reporting
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from concurrent.futures import TimeoutError as FutureTimeout
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -27,6 +30,14 @@ DEADLINE = pytest.StashKey[float]()
 BLOCKED = pytest.StashKey[str]()
 #: The future of this item's check when its gate's checks were started together (fan-out).
 EARLY = pytest.StashKey["Future[CheckResult]"]()
+#: Added to the budget left before a check is stopped: the check's own socket and subprocess
+#: timeouts end it first; pytest-timeout's signal (or, for a check started early, no longer
+#: waiting for it) is the backstop for a check that hangs.
+GRACE = 1.0
+
+
+class OutOfTime(Exception):
+    """A check started early (fan-out) did not finish within its gate's budget."""
 
 
 class CheckFailed(Exception):
@@ -143,7 +154,13 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         early = self.stash.get(EARLY, None)
         try:
-            result = early.result() if early is not None else self.check()
+            if early is None:
+                result = self.check()
+            else:  # no pytest-timeout signal for these (it cannot stop another thread): a bounded wait
+                try:
+                    result = early.result(timeout=max(self.stash[DEADLINE] - time.monotonic(), 0.0) + GRACE)
+                except FutureTimeout:
+                    raise OutOfTime() from None
         except NotBuilt as exc:
             pytest.skip(f"not checked: {redact(str(exc), self.plan.secrets)}")
         secrets = self.plan.secrets
@@ -166,9 +183,11 @@ class CheckItem(pytest.Item):
             if len(result.details) > 50:
                 lines.append(f"  ... and {len(result.details) - 50} more")
             return redact("\n".join(lines), secrets)
-        if excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith("Timeout"):
+        by_signal = excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith("Timeout")
+        if by_signal or excinfo.errisinstance(OutOfTime):
+            how = "stopped by pytest-timeout" if by_signal else "no longer waited for (its thread is left behind)"
             return (f"{self.name} did not finish within the {format_duration(self.gate.timeout)} budget of "
-                    f"gate {self.gate_id}: stopped by pytest-timeout")
+                    f"gate {self.gate_id}: {how}")
         return redact(str(super().repr_failure(excinfo, style=style)), secrets)
 
     def reportinfo(self) -> tuple[str, int, str]:

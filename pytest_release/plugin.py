@@ -22,7 +22,7 @@ import pytest
 from . import __version__
 from .checks import BUILTIN_KINDS, CheckKind
 from .fanout import Fanout
-from .items import BLOCKED, DEADLINE, EARLY, CheckItem, PlanFile
+from .items import BLOCKED, DEADLINE, EARLY, GRACE, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
@@ -38,9 +38,6 @@ from .summary import summarize
 from .units import format_duration
 from .workflows import WorkflowRun, select_workflow, workflow_step_kind
 
-#: Added to the budget left before pytest-timeout stops a check: the check's own socket and
-#: subprocess timeouts end it first, pytest-timeout's signal is the backstop for a check that hangs.
-GRACE = 1.0
 STATE_KEY = "pytest_release_state_dir"
 SKIP_KEY = "pytest_release_skip_all"
 RECORDER = "pytest-release-recorder"
@@ -393,8 +390,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             _fan_out(release, item, deadline)
         early = release.fanout.take(item.nodeid)
         if early is not None:
-            item.stash[EARLY] = early
-        if hasattr(signal, "SIGALRM"):
+            item.stash[EARLY] = early  # its runtest waits for it within the deadline
+        elif hasattr(signal, "SIGALRM"):
             left = max(deadline - time.monotonic(), 0.0)
             item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
     return (yield)

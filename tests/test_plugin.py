@@ -245,6 +245,33 @@ def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
     ])
 
 
+
+def test_checks_started_together_that_hang_fail_at_the_budget(
+        pytester: pytest.Pytester, write_plan: PlanWriter, slow_headers_url: str, http_url: str) -> None:
+    """Two instances that trickle headers, checked concurrently (fan-out): pytest-timeout's signal
+    cannot stop their threads, so each item stops waiting for its check at the gate's budget."""
+    write_plan(plan_with(
+        """\
+        - name: service_validation
+          targets: [slowloris]
+          concurrency: 2
+          checks: [health]
+        - name: after
+          targets: [api]
+          checks: [{health: {path: /healthz}}]
+        """,
+        targets=f"slowloris: {{url: ['{slow_headers_url}/a', '{slow_headers_url}/b']}}\napi: {{url: '{http_url}'}}",
+        timeout="1500ms",
+    ))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert time.monotonic() - started < 20
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "*did not finish within the 1.5s budget of gate pre_release::service_validation: no longer waited for*",
+        "*2 failed, 1 passed*",
+    ])
+
 def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_url: str) -> None:
     """The source document's six blocks, verbatim, plus targets: a service, a SQLite file, config files."""
     import sqlite3
