@@ -10,6 +10,10 @@ measured in this run against the same local server (threaded, Nagle disabled, ke
 The session time runs from pytest's session start to the end of the process (``bench_clock.py``):
 collection, every check, the reports, the evidence written and sealed; not the interpreter's
 start-up.
+
+Beside 1. it prints pytest's own floor, measured in the same run the same way: 1,000 tests that
+do nothing, with the same reports (JUnit XML, a self-contained pytest-html report). With one
+pytest item per check, no plugin can finish below it.
 """
 
 from __future__ import annotations
@@ -89,6 +93,20 @@ validation:
     return float(clock.group(1))
 
 
+def floor(directory: Path, count: int) -> float:
+    """pytest's session time for ``count`` tests that do nothing, with JUnit XML and HTML reports."""
+    (directory / "test_nothing.py").write_text(
+        f"import pytest\n\n\n@pytest.mark.parametrize('i', range({count}))\ndef test_nothing(i):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "test_nothing.py", "-q", "-p", "no:cacheprovider",
+                           "-p", "bench_clock", "--junitxml", "junit.xml", "--html", "report.html",
+                           "--self-contained-html"], cwd=directory, capture_output=True, text=True, env=env)
+    clock = re.search(r"BENCH-SESSION-SECONDS ([0-9.]+)", done.stdout)
+    if done.returncode != 0 or not clock:
+        raise SystemExit(f"the no-op tests did not pass:\n{done.stdout[-3000:]}")
+    return float(clock.group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -99,13 +117,16 @@ def main() -> None:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        raw_times, plugin_times = [], []
+        raw_times, plugin_times, floor_times = [], [], []
         for _ in range(args.repeat):
             raw_times.append(raw([f"{base}/i{i}/healthz" for i in range(1, 1001)], args.concurrency))
             plugin_times.append(plugin(directory, base, 1000, args.concurrency, "/healthz"))
-        best_raw, best_plugin = min(raw_times), min(plugin_times)
+            floor_times.append(floor(directory, 1000))
+        best_raw, best_plugin, best_floor = min(raw_times), min(plugin_times), min(floor_times)
         print(f"1. 1,000 health checks: plugin {best_plugin:.3f}s, raw keep-alive pool {best_raw:.3f}s "
               f"(best of {args.repeat}); ratio {best_plugin / best_raw:.2f} (goal: at most 1.5)")
+        print(f"   pytest's floor: 1,000 no-op tests with the same reports {best_floor:.3f}s; "
+              f"ratio {best_floor / best_raw:.2f} against the raw pool")
         slow = [plugin(directory, base, 200, args.concurrency, "/slow") for _ in range(args.repeat)]
         sequential = 200 * 0.1
         print(f"2. 200 checks of a 100 ms endpoint: plugin {min(slow):.3f}s, sequential {sequential:.1f}s; "
