@@ -37,7 +37,7 @@ trap 'python3 ctl.py stop' EXIT
 echo "== release_workflow: validate (pre_release, backups), deploy $version, verify (release, post_release) =="
 set +e
 SHOP_RELEASE=$version python3 -m pytest --release-plan release-plan.yaml -p no:cacheprovider \
-    --release-workflow release_workflow
+    --release-workflow release_workflow --release-version "$version"
 status=$?
 set -e
 echo

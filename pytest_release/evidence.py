@@ -5,6 +5,7 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
 
     EVIDENCE/
       LATEST                                   the id of the latest sealed run
+      analytics/history.sqlite                 the history store (analytics), updated by every run
       runs/RUN_ID/manifest.json                SHA-256 of every file the run wrote, run metadata,
                                                and the hash of the previous run's manifest
       runs/RUN_ID/summary.json, junit.xml, report.html
@@ -48,6 +49,9 @@ FOLDERS = (
 )
 RUNS = "runs"
 LATEST = "LATEST"
+#: The default history store (see analytics): a database every run updates and prunes, so no
+#: manifest can list it; what each run added to it is sealed in that run's analytics records.
+HISTORY = "analytics/history.sqlite"
 MANIFEST = "manifest.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\[\]#@=+-]")
 
@@ -285,7 +289,7 @@ def verify_tree(root: Path, run_id: str | None = None) -> VerifyResult:
         unsealed = set()
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             rel = path.relative_to(root).as_posix()
-            if rel == LATEST or rel in listed or path.name.endswith(".tmp"):
+            if rel in (LATEST, HISTORY, HISTORY + "-journal") or rel in listed or path.name.endswith(".tmp"):
                 continue
             run = _run_of(rel)
             if run and run not in manifests:

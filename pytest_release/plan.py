@@ -25,7 +25,7 @@ from .secrets import redact, redact_value
 from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
-__all__ = ["Alert", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target", "Task", "Workflow",
+__all__ = ["Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target", "Task", "Workflow",
            "load_plan", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
@@ -199,6 +199,38 @@ class Task:
 
 
 @dataclass(frozen=True)
+class AnalyticsMetric:
+    """An analytics metric: what each run adds to the history store. ``source`` is ``system`` (the
+    run's own figures), ``checks`` (every number checks of ``kind`` measured) or ``sql`` (one
+    number from ``sql`` run on the data store ``target``). ``interval`` is its trend's resolution,
+    ``retention`` how long its samples are kept (``None``: for ever); neither is time-scaled."""
+
+    name: str
+    source: str
+    kind: str | None
+    sql: str | None
+    target: str | None
+    interval: float | None
+    retention: float | None
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An analysis of an analytics metric's history over ``retention``: a trend per ``interval``,
+    and this run against the previous release, where worse by more than ``tolerance`` is a
+    regression. ``checks``: also compare check verdicts (an analysis of the system metrics)."""
+
+    name: str
+    metric: str
+    interval: float | None
+    retention: float | None
+    tolerance: float
+    checks: bool
+    mark: Mark
+
+
+@dataclass(frozen=True)
 class Step:
     """A rollback step: its name in the procedure and the action it resolves to (``None``: none)."""
 
@@ -272,6 +304,10 @@ class Plan:
     monitoring_window: float = 0.0
     #: The gate of each stage that a workflow's action step runs as (see workflows.select_workflow).
     workflow_gates: dict[str, Gate] = field(default_factory=dict)
+    analytics_metrics: dict[str, AnalyticsMetric] = field(default_factory=dict)
+    analyses: list[Analysis] = field(default_factory=list)
+    #: The history store as the plan gives it (``None``: the evidence tree's SQLite file).
+    history_store: str | None = None
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -495,6 +531,7 @@ class _Semantics:
         self._gates()
         self._references()
         self._monitoring()
+        self._analytics()
 
     def _unique(self, keys: tuple[str, ...]) -> None:
         seen: dict[str, int] = {}
@@ -701,6 +738,60 @@ class _Semantics:
             if isinstance(metric, str) and metric not in probes:
                 self.doc.add(path + ("metric",), f"no monitoring metric named {metric!r}{did_you_mean(metric, probes)}")
 
+    def analytics_source(self, entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """(source, check kind) of an analytics metric: given, or from its name (system_metrics,
+        KIND_metrics); ``(None, None)`` when neither says."""
+        source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+        if source.get("system"):
+            return "system", None
+        if "sql" in source:
+            return "sql", None
+        if isinstance(source.get("checks"), str):
+            return "checks", source["checks"]
+        word = str(entry.get("name", "")).removesuffix("_metrics")
+        if word == "system":
+            return "system", None
+        if word in self.kinds:
+            return "checks", word
+        return None, None
+
+    def _analytics(self) -> None:
+        """Each analytics source names one thing that exists; each analysis finds its metric."""
+        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        names = []
+        for mi, metric in _items(_section(self.data, "analytics", "metrics")):
+            names.append(metric.get("name"))
+            path = ("analytics", "metrics", mi, "source")
+            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            if len([k for k in ("checks", "system", "sql") if k in source]) > 1:
+                self.doc.add(path, "a source is one of checks, system or sql")
+                continue
+            if "sql" in source:
+                tname = source.get("target")
+                if not isinstance(tname, str):
+                    self.doc.add(path, "an sql source names the data store it runs on: target: NAME")
+                elif tname not in targets:
+                    self.doc.add(path + ("target",), f"no target named {tname!r}{did_you_mean(tname, targets)}")
+                elif not isinstance(targets[tname], dict) or target_kind(targets[tname]) != "datastore":
+                    self.doc.add(path + ("target",), f"target {tname!r} is not a data store (sqlite: or dsn:)")
+            elif "target" in source:
+                self.doc.add(path + ("target",), "target applies to an sql source", key=True)
+            kind = source.get("checks")
+            if isinstance(kind, str) and kind not in self.kinds:
+                self.doc.add(path + ("checks",), f"no check kind named {kind!r}{did_you_mean(kind, self.kinds)}")
+        for ai, analysis in _items(_section(self.data, "analytics", "analysis")):
+            mname = analysis.get("metric")
+            if isinstance(mname, str):
+                if mname not in names:
+                    self.doc.add(("analytics", "analysis", ai, "metric"),
+                                 f"no analytics metric named {mname!r}{did_you_mean(mname, names)}")
+                continue
+            name = analysis.get("name")
+            if isinstance(name, str) and name.removesuffix("_analysis") + "_metrics" not in names:
+                self.doc.add(("analytics", "analysis", ai),
+                             f"analysis {name!r} covers no analytics metric: none is named "
+                             f"{name.removesuffix('_analysis')}_metrics; name it with metric: NAME")
+
     def _probe_targets(self, path: tuple[object, ...], named: object, kind_name: str,
                        targets: Mapping[str, Any], who: str) -> None:
         kind = self.kinds.get(kind_name)
@@ -771,8 +862,34 @@ class _Semantics:
         }
         self._build_monitoring(plan, strategy_gates.get("monitoring_gate", {}))
         plan.workflows = {w["name"]: self._workflow(i, w) for i, w in _items(_section(data, "automation", "workflows"))}
+        self._build_analytics(plan)
         plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
         return plan
+
+    def _build_analytics(self, plan: Plan) -> None:
+        section = self.data.get("analytics") if isinstance(self.data.get("analytics"), dict) else {}
+        plan.history_store = section.get("store")
+        for mi, entry in _items(section.get("metrics")):
+            source, kind = self.analytics_source(entry)
+            if source is None:
+                continue  # listed under not acted on
+            given = entry.get("source") or {}
+            plan.analytics_metrics[entry["name"]] = AnalyticsMetric(
+                entry["name"], source, kind, given.get("sql"), given.get("target"),
+                parse_duration(entry["interval"]) if "interval" in entry else None,
+                parse_duration(entry["retention"]) if "retention" in entry else None,
+                self.doc.mark(("analytics", "metrics", mi)))
+        for ai, entry in _items(section.get("analysis")):
+            metric = plan.analytics_metrics.get(entry.get("metric") or
+                                                entry["name"].removesuffix("_analysis") + "_metrics")
+            if metric is None:
+                continue  # its metric has no source: listed under not acted on
+            interval = entry.get("interval")
+            plan.analyses.append(Analysis(
+                entry["name"], metric.name, parse_duration(interval) if interval is not None else metric.interval,
+                parse_duration(entry["retention"]) if "retention" in entry else metric.retention,
+                float(entry.get("tolerance", 0.1)), metric.source == "system",
+                self.doc.mark(("analytics", "analysis", ai))))
 
     def _spec(self, kind: str, params: dict[str, Any], path: tuple[object, ...]) -> CheckSpec:
         label = f"{kind}-{params['name']}" if params.get("name") else kind
@@ -868,15 +985,17 @@ class _Semantics:
                     notes.append(f"{format_path(keys)}: not sampled or run: {why}")
         elif not metrics:
             notes.append("strategy.gates monitoring_gate: monitoring.metrics defines no metric to sample")
-        sections = {
-            ("analytics", "metrics"): "run history is not stored by this version",
-            ("analytics", "analysis"): "trends are not analysed by this version",
-        }
-        for keys, what in sections.items():
-            entries = _section(self.data, *keys)
-            if entries:
-                names = ", ".join(str(e.get("name")) for _, e in _items(entries))
-                notes.append(f"{format_path(keys)} ({names}): {what}")
+        for mi, entry in _items(_section(self.data, "analytics", "metrics")):
+            if self.analytics_source(entry) == (None, None):
+                notes.append(f"analytics.metrics {entry.get('name')}: not recorded: its name is neither "
+                             "system_metrics nor KIND_metrics (performance_metrics); give source: {sql: ..., "
+                             "target: ...}, {checks: KIND} or {system: true}")
+        metrics = {e.get("name"): e for _, e in _items(_section(self.data, "analytics", "metrics"))}
+        for ai, entry in _items(_section(self.data, "analytics", "analysis")):
+            mname = entry.get("metric") or str(entry.get("name")).removesuffix("_analysis") + "_metrics"
+            if mname in metrics and self.analytics_source(metrics[mname]) == (None, None):
+                notes.append(f"analytics.analysis {entry.get('name')}: not analysed: its metric {mname} records "
+                             "nothing")
         return notes
 
 

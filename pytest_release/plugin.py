@@ -107,6 +107,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--release-workflow", metavar="NAME",
                     help="run this workflow of the plan's automation.workflows (release_workflow: validate, "
                          "deploy, verify, and roll back on failure). ini: release_workflow")
+    group.addoption("--release-version", metavar="VERSION",
+                    help="the version this run releases, instead of the plan's release.version (CI passes "
+                         "its tag; analytics compares each run with the previous version)")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
     parser.addini("release_workflow", "the workflow to run (see --release-workflow)")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
@@ -187,6 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
                          time_scale=settings.time_scale)
     except PlanError as exc:
         raise pytest.UsageError(f"the release plan has {len(exc.problems)} problem(s):\n{exc}") from None
+    if config.getoption("release_version"):
+        plan.version = str(config.getoption("release_version"))
     names = [s.name for s in plan.stages]
     unknown = [s for s in settings.stages or () if s not in names]
     if unknown:
@@ -558,6 +563,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         steps = release.workflow.record(verdicts, rollback.outcome if rollback else None)["steps"]
         tr.write_line(f"workflow {release.workflow.workflow.name}: "
                       + ", ".join(f"{s['step']} {s['verdict']}" for s in steps))
+    analytics = recorder.analytics if recorder is not None else None
+    if analytics is not None:
+        if analytics.error:
+            tr.write_line(redact(f"analytics: this run is not in the history: {analytics.error}", plan.secrets),
+                          yellow=True)
+        for metric in analytics.metrics:
+            if metric.error:
+                tr.write_line(redact(f"analytics: metric {metric.error}", plan.secrets), yellow=True)
+        for analysis in analytics.analyses:
+            tr.write_line(redact(f"analytics: {analysis.line()}", plan.secrets), yellow=analysis.verdict != "steady")
     for report in failed:
         tr.write_line(f"FAILED   {_shown(plan, report)}: {_prop(report, 'summary') or _first_line(report)}")
     for report in warned:

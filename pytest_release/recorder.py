@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from . import __version__
+from .analytics import AnalyticsRun, default_store, run_analytics
 from .evidence import EvidenceTree, utc_iso
 from .plan import METRIC, MONITOR, Plan
 from .workflows import WorkflowRun
@@ -70,6 +71,7 @@ class Recorder:
         self.rollback: RollbackResult | None = None
         self.journal: Path | None = None
         self.session: pytest.Session | None = None
+        self.analytics: AnalyticsRun | None = None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -200,6 +202,10 @@ class Recorder:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
         if self.rollback is not None and int(session.exitstatus) != 2:
             session.exitstatus = ROLLBACK_FAILED if self.rollback.outcome == "rollback_failed" else 1
+        if self.plan.analytics_metrics or self.plan.analyses:  # before the reports, which show it
+            self.analytics = run_analytics(self.plan, self.tree.run_id, self._summary(session),
+                                           list(self.outcomes.values()), self.started,
+                                           self.plan.history_store or default_store(self.tree.root))
         result = yield  # pytest's JUnit XML and pytest-html's report are written in here
         summary = self._summary(session)
         if self.journal is not None:
@@ -207,6 +213,7 @@ class Recorder:
         if self.rollback is not None and self.rollback.resumed_from:
             self.tree.adopt(self.rollback.resumed_from)
         self._write_end_records(summary)
+        self._analytics_records()
         self._copy_reports()
         self._github_summary(summary)
         self.manifest = self.tree.seal(self._metadata(summary))
@@ -253,6 +260,30 @@ class Recorder:
             "attention": [{"nodeid": c.nodeid, "verdict": c.verdict, "summary": c.summary,
                            "measured": c.measured, "expected": c.expected, "record": c.record}
                           for c in summary.attention()]})
+
+    def _analytics_records(self) -> None:
+        """What this run added to the history store, per metric, and what each analysis found."""
+        if self.analytics is None:
+            return
+        store = self.analytics.store
+        for outcome in self.analytics.metrics:
+            metric = outcome.metric
+            self.write(self.tree.path("analytics/metrics", f"{metric.name}.json"), {
+                **self.envelope("analytics_metric"), "metric": metric.name, "source": metric.source,
+                "kind": metric.kind, "store": store, "stored": self.analytics.error is None,
+                "samples": [{"series": k, "value": v} for k, v in sorted(outcome.samples.items())],
+                "pruned": outcome.pruned, "retention_s": metric.retention, "interval_s": metric.interval,
+                "error": outcome.error or self.analytics.error})
+        for analysis in self.analytics.analyses:
+            spec = analysis.analysis
+            self.write(self.tree.path("analytics/analysis", f"{spec.name}.json"), {
+                **self.envelope("analysis"), "analysis": spec.name, "metric": spec.metric, "store": store,
+                "verdict": analysis.verdict, "summary": analysis.line(), "baseline": analysis.baseline,
+                "runs": analysis.runs, "tolerance": spec.tolerance, "interval_s": spec.interval,
+                "retention_s": spec.retention, "series": [t.as_record() for t in analysis.series],
+                "regressions": [t.series for t in analysis.regressions],
+                "regressed_checks": analysis.regressed_checks, "flaky_checks": analysis.flaky_checks,
+                "error": analysis.error})
 
     def _strategy_gates(self, stage: Any) -> None:
         plan_stage = next(s for s in self.plan.stages if s.name == stage.name)

@@ -26,7 +26,7 @@ _verdict = {"enum": [*VERDICTS, "not_run"]}
 
 _ENVELOPE: dict[str, Any] = {
     "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step",
-                        "alert", "task", "workflow"]},
+                        "alert", "task", "workflow", "analytics_metric", "analysis"]},
     "schema_version": {"const": SCHEMA_VERSION},
     "run_id": _string,
     "release": {"type": "object", "required": ["name", "version"],
@@ -116,11 +116,33 @@ WORKFLOW = _record("workflow", {
     "start": _time, "end": _time,
 }, ["workflow", "steps", "outcome"])
 
+_seconds = {"type": ["number", "null"]}
+
+ANALYTICS_METRIC = _record("analytics_metric", {
+    "metric": _string, "source": {"enum": ["system", "checks", "sql"]}, "kind": {"type": ["string", "null"]},
+    "store": _string, "stored": {"type": "boolean"},
+    "samples": {"type": "array", "items": {"type": "object", "required": ["series", "value"]}},
+    "pruned": {"type": "integer"}, "retention_s": _seconds, "interval_s": _seconds,
+    "error": {"type": ["string", "null"]},
+}, ["metric", "source", "store", "stored", "samples"])
+
+ANALYSIS = _record("analysis", {
+    "analysis": _string, "metric": _string, "store": _string,
+    "verdict": {"enum": ["steady", "regressed", "no_baseline", "error"]}, "summary": _string,
+    "baseline": {"type": ["string", "null"]}, "runs": {"type": "integer"}, "tolerance": _number,
+    "interval_s": _seconds, "retention_s": _seconds,
+    "series": {"type": "array", "items": {"type": "object", "required": ["series", "current", "baseline",
+                                                                          "change", "regression", "points"]}},
+    "regressions": {"type": "array", "items": _string}, "regressed_checks": {"type": "array", "items": _string},
+    "flaky_checks": {"type": "array", "items": _string}, "error": {"type": ["string", "null"]},
+}, ["analysis", "metric", "verdict", "summary", "baseline", "series"])
+
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://pytest-release.invalid/record.schema.json",
     "title": "pytest-release evidence record",
-    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP, ALERT, TASK, WORKFLOW],
+    "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP, ALERT, TASK, WORKFLOW,
+              ANALYTICS_METRIC, ANALYSIS],
 }
 
 

@@ -147,7 +147,20 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
     monitoring_metric = _obj({"name": name, "interval": duration, "threshold": threshold,
                               "window": duration, "source": source}, ("name",))
     alert = _obj({"name": name, "threshold": threshold, "window": duration, "metric": name}, ("name",))
-    analytics_entry = _obj({"name": name, "interval": duration, "retention": duration}, ("name",))
+    analytics_source = _obj({"checks": {"type": "string", "description": "a check kind: every number its "
+                                                              "checks measured (p95_ms, rps, latency_ms)"},
+                             "system": {"const": True, "description": "the run's own figures"},
+                             "sql": {"type": "string", "minLength": 1,
+                                     "description": "a query on a data store target that returns one number"},
+                             "target": {**name, "description": "the data store target the sql runs on"}},
+                            description="where the samples come from (default: from the name, "
+                                        "system_metrics or KIND_metrics)")
+    analytics_metric = _obj({"name": name, "interval": duration, "retention": duration, "source": analytics_source},
+                            ("name",))
+    analysis = _obj({"name": name, "interval": duration, "retention": duration, "metric": name,
+                     "tolerance": {"type": "number", "minimum": 0,
+                                   "description": "how much worse than the previous release a figure may be "
+                                                  "before it is a regression (0.1: 10%)"}}, ("name",))
     task = _obj({"name": name, "interval": duration, "timeout": duration,
                  "check": {"description": "the check kind the task runs (default: from its name, "
                                           "health_check -> health), or a one-key mapping of kind to parameters",
@@ -172,8 +185,11 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
             "rollback": _obj({"triggers": _list_of(trigger), "procedures": _list_of(procedure)}),
             "validation": _obj({"gates": _list_of(gate), "metrics": _list_of(validation_metric)}),
             "monitoring": _obj({"metrics": _list_of(monitoring_metric), "alerts": _list_of(alert)}),
-            "analytics": _obj({"metrics": _list_of(analytics_entry), "analysis": _list_of(analytics_entry),
-                               "store": {"type": "string"}}),
+            "analytics": _obj({"metrics": _list_of(analytics_metric), "analysis": _list_of(analysis),
+                               "store": {"type": "string", "minLength": 1,
+                                         "description": "the history store: a SQLite file (relative to the plan) "
+                                                        "or a PostgreSQL URL (postgresql://...); default "
+                                                        "EVIDENCE/analytics/history.sqlite"}}),
             "automation": _obj({"tasks": _list_of(task), "workflows": _list_of(workflow)}),
         },
     }

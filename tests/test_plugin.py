@@ -320,9 +320,13 @@ def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_ur
         "*release-plan.yaml::pre_release::monitoring_gate::metric?service_security? PASSED*",
     ])
     assert "NOT ACTED ON by this version" in out
-    # Only the analytics section is not acted on; validation metrics, monitoring and tasks run.
+    # Only business_metrics (no source: nothing in the seed says where business figures come from)
+    # and its analysis are not acted on; validation metrics, monitoring, tasks and the rest of
+    # analytics run.
     notes = out[out.index("NOT ACTED ON by this version"):].splitlines()[1:3]
-    assert [n.split(" (")[0].strip() for n in notes] == ["analytics.metrics", "analytics.analysis"], notes
+    assert [n.split(":")[0].strip() for n in notes] == ["analytics.metrics business_metrics",
+                                                         "analytics.analysis business_analysis"], notes
+    assert "analytics: system_analysis: " in out and "analytics: performance_analysis: " in out
     result.stdout.fnmatch_lines(["*3 failed, 22 passed, 50 skipped*"])
 
 
