@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from . import __version__
-from .analytics import AnalyticsRun, default_store, run_analytics
+from .analytics import AnalyticsRun, default_store, run_analytics, trends_html
 from .evidence import EvidenceTree, utc_iso
 from .plan import METRIC, MONITOR, Plan
 from .workflows import WorkflowRun
@@ -197,6 +197,8 @@ class Recorder:
             return Path(os.path.relpath(self.tree.root / check.record, html_path)).as_posix()
 
         prefix.append(redact(render_html(self._summary(session), link), self.plan.secrets))
+        if self.analytics is not None:
+            prefix.append(redact(trends_html(self.analytics), self.plan.secrets))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
