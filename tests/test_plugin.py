@@ -219,37 +219,15 @@ def test_hanging_check_fails_within_budget_and_the_run_goes_on(
     assert took < 20
 
 
+@pytest.mark.parametrize("fan_out", [False, True], ids=["alone", "fanned-out"])
 def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
-        pytester: pytest.Pytester, write_plan: PlanWriter, slow_headers_url: str, http_url: str) -> None:
+        pytester: pytest.Pytester, write_plan: PlanWriter, slow_headers_url: str, http_url: str,
+        fan_out: bool) -> None:
     """A server that trickles a header byte every 0.2 s defeats per-read socket timeouts; the
-    gate's budget (pytest-timeout's signal method) still stops the check, and the run goes on."""
-    write_plan(plan_with(
-        """\
-        - name: service_validation
-          targets: [slowloris]
-          checks: [health]
-        - name: after
-          targets: [api]
-          checks: [{health: {path: /healthz}}]
-        """,
-        targets=f"slowloris: {{url: '{slow_headers_url}'}}\napi: {{url: '{http_url}'}}",
-        timeout="1500ms",
-    ))
-    started = time.monotonic()
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
-    assert time.monotonic() - started < 20
-    assert result.ret == 1
-    result.stdout.fnmatch_lines([
-        "*health[[]slowloris] did not finish within the 1.5s budget of gate pre_release::service_validation*",
-        "*1 failed, 1 passed*",
-    ])
-
-
-
-def test_checks_started_together_that_hang_fail_at_the_budget(
-        pytester: pytest.Pytester, write_plan: PlanWriter, slow_headers_url: str, http_url: str) -> None:
-    """Two instances that trickle headers, checked concurrently (fan-out): pytest-timeout's signal
-    cannot stop their threads, so each item stops waiting for its check at the gate's budget."""
+    gate's budget still stops the check, and the run goes on. Alone, a check runs in the item and
+    pytest-timeout's signal stops it; two instances checked together (fan-out) run on threads no
+    signal can stop, so each item stops waiting for its check at the budget."""
+    urls = f"['{slow_headers_url}/a', '{slow_headers_url}/b']" if fan_out else f"'{slow_headers_url}'"
     write_plan(plan_with(
         """\
         - name: service_validation
@@ -260,17 +238,19 @@ def test_checks_started_together_that_hang_fail_at_the_budget(
           targets: [api]
           checks: [{health: {path: /healthz}}]
         """,
-        targets=f"slowloris: {{url: ['{slow_headers_url}/a', '{slow_headers_url}/b']}}\napi: {{url: '{http_url}'}}",
+        targets=f"slowloris: {{url: {urls}}}\napi: {{url: '{http_url}'}}",
         timeout="1500ms",
     ))
     started = time.monotonic()
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
     assert time.monotonic() - started < 20
     assert result.ret == 1
+    how = "no longer waited for" if fan_out else "stopped by pytest-timeout"
     result.stdout.fnmatch_lines([
-        "*did not finish within the 1.5s budget of gate pre_release::service_validation: no longer waited for*",
-        "*2 failed, 1 passed*",
+        f"*health[[]slowloris*] did not finish within the 1.5s budget of gate pre_release::service_validation: {how}*",
+        f"*{2 if fan_out else 1} failed, 1 passed*",
     ])
+
 
 def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_url: str) -> None:
     """The source document's six blocks, verbatim, plus targets: a service, a SQLite file, config files."""
