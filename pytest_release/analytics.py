@@ -280,11 +280,12 @@ class AnalysisOutcome:
         for trend in self.regressions[:3]:
             change = f"{trend.change:+.0%}" if trend.change is not None else "from zero"
             parts.append(f"{trend.series} {_fmt(trend.baseline)} -> {_fmt(trend.current)} ({change})")
+        if len(self.regressions) > 3:
+            parts.append(f"and {len(self.regressions) - 3} more series")
         if self.regressed_checks:
-            parts.append(f"failing now, passed in {self.baseline}: {', '.join(self.regressed_checks[:3])}")
-        more = len(self.regressions) - 3
-        if more > 0:
-            parts.append(f"and {more} more")
+            more = len(self.regressed_checks) - 3
+            parts.append(f"failing now, passed in {self.baseline}: {', '.join(self.regressed_checks[:3])}"
+                         + (f" and {more} more" if more > 0 else ""))
         if not parts:
             return (f"{name}: no regression against {self.baseline} ({len(self.series)} series, "
                     f"tolerance {self.analysis.tolerance:.0%})")
