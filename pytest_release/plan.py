@@ -25,8 +25,8 @@ from .secrets import redact, redact_value
 from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
-__all__ = ["Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target", "Task", "Workflow",
-           "load_plan", "target_kind"]
+__all__ = ["Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target",
+           "Task", "Workflow", "load_plan", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE = "evidence/release"
