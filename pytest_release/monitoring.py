@@ -30,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -93,9 +93,10 @@ class Snapshot:
 class Progress:
     """The live state of the windows open in this process (read by the terminal's progress line)."""
 
-    def __init__(self) -> None:
+    def __init__(self, order: Sequence[str] = ()) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[str, Snapshot] = {}
+        self._order = {name: i for i, name in enumerate(order)}  # the plan's order, not the threads'
 
     def update(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -103,7 +104,7 @@ class Progress:
 
     def line(self, gate: str) -> str:
         with self._lock:
-            snaps = list(self._snapshots.values())
+            snaps = sorted(self._snapshots.values(), key=lambda s: self._order.get(s.metric, len(self._order)))
         if not snaps:
             return f"{gate} opening the monitoring window"
         elapsed = max(s.elapsed for s in snaps)
@@ -368,7 +369,7 @@ class GateWindow:
     def __init__(self, plan: Plan, kinds: Mapping[str, CheckKind], stage: str) -> None:
         self.stage = stage
         self.stop = threading.Event()
-        self.progress = Progress()
+        self.progress = Progress(list(plan.monitors))
         self.futures: dict[str, Future[CheckResult]] = {}
         workers = 4 * max(len(plan.monitors), 1) + 4
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pytest-release-monitor")
