@@ -25,11 +25,13 @@ never changes a run's verdict; a store that cannot be reached is reported, not f
 
 from __future__ import annotations
 
+import decimal
 import math
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,13 +110,11 @@ class HistoryStore:
             self.execute(statement)
         self.commit()
 
-    def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A driver's error as a :class:`HistoryError` (a failed PostgreSQL statement is rolled back)."""
         try:
-            if not self.postgres:
-                return self.conn.execute(sql, tuple(args)).fetchall()
-            with self.conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), tuple(args) or None)
-                return cursor.fetchall() if cursor.description is not None else []
+            yield
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.label}: {exc}") from None
         except Exception as exc:  # psycopg.Error (an optional module)
@@ -123,23 +123,33 @@ class HistoryStore:
             self.conn.rollback()
             raise HistoryError(f"{self.label}: {_first_line(exc, self._location)}") from None
 
+    def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._errors():
+            if not self.postgres:
+                return self.conn.execute(sql, tuple(args)).fetchall()
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), tuple(args) or None)
+                return cursor.fetchall() if cursor.description is not None else []
+
+    def delete(self, sql: str, args: Sequence[object] = ()) -> int:
+        """Run a DELETE; how many rows it removed."""
+        with self._errors():
+            if not self.postgres:
+                return int(self.conn.execute(sql, tuple(args)).rowcount)
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), tuple(args))
+                return int(cursor.rowcount)
+
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         rows = [tuple(r) for r in rows]
         if not rows:
             return
-        try:
+        with self._errors():
             if not self.postgres:
                 self.conn.executemany(sql, rows)
                 return
             with self.conn.cursor() as cursor:
                 cursor.executemany(sql.replace("?", "%s"), rows)
-        except sqlite3.Error as exc:
-            raise HistoryError(f"{self.label}: {exc}") from None
-        except Exception as exc:
-            if not self.postgres or type(exc).__module__.split(".")[0] != "psycopg":
-                raise
-            self.conn.rollback()
-            raise HistoryError(f"{self.label}: {_first_line(exc, self._location)}") from None
 
     def commit(self) -> None:
         self.conn.commit()
@@ -175,9 +185,11 @@ def samples_of(metric: AnalyticsMetric, plan: Plan, summary: RunSummary, outcome
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite number as a float (a PostgreSQL ``numeric`` arrives as a Decimal); else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
         return None
-    return float(value) if math.isfinite(value) else None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _system_samples(summary: RunSummary, outcomes: list[CheckOutcome], duration: float) -> dict[str, float]:
@@ -208,14 +220,10 @@ def _sql_sample(metric: AnalyticsMetric, plan: Plan) -> tuple[dict[str, float], 
             store.close()
     except StoreError as exc:
         return {}, f"{metric.name}: {exc}"
-    value = _number(rows[0][0]) if rows and rows[0] else None
-    if value is None and rows and rows[0] and rows[0][0] is not None:
-        try:
-            value = float(rows[0][0])  # a Decimal from PostgreSQL
-        except (TypeError, ValueError):
-            value = None
+    first = rows[0][0] if rows and rows[0] else None
+    value = _number(first)
     if value is None:
-        got = repr(rows[0][0]) if rows and rows[0] else "no row"
+        got = repr(first) if rows and rows[0] else "no row"
         return {}, f"{metric.name}: the query must return one number, it returned {got}"
     return {metric.name: value}, None
 
@@ -364,23 +372,19 @@ def _prune(store: HistoryStore, plan: Plan, now: float, metrics: Sequence[Metric
     for outcome in metrics:
         if outcome.metric.retention is None:
             continue
-        before = store.execute("SELECT count(*) FROM release_samples WHERE release = ? AND metric = ? AND at < ?",
-                               (plan.name, outcome.metric.name, now - outcome.metric.retention))[0][0]
-        if before:
-            store.execute("DELETE FROM release_samples WHERE release = ? AND metric = ? AND at < ?",
-                          (plan.name, outcome.metric.name, now - outcome.metric.retention))
-        outcome.pruned = int(before)
+        outcome.pruned = store.delete("DELETE FROM release_samples WHERE release = ? AND metric = ? AND at < ?",
+                                      (plan.name, outcome.metric.name, now - outcome.metric.retention))
     retentions = [m.retention for m in plan.analytics_metrics.values()] + [a.retention for a in plan.analyses]
     if retentions and all(r is not None for r in retentions):
         oldest = now - max(r for r in retentions if r is not None)
-        store.execute("DELETE FROM release_results WHERE run_id IN (SELECT run_id FROM release_runs "
-                      "WHERE release = ? AND ended < ?)", (plan.name, oldest))
-        store.execute("DELETE FROM release_runs WHERE release = ? AND ended < ?", (plan.name, oldest))
+        store.delete("DELETE FROM release_results WHERE run_id IN (SELECT run_id FROM release_runs "
+                     "WHERE release = ? AND ended < ?)", (plan.name, oldest))
+        store.delete("DELETE FROM release_runs WHERE release = ? AND ended < ?", (plan.name, oldest))
 
 
 def _direction(series: str) -> str:
     last = series.rpartition(".")[2]
-    if last.endswith(LOWER_IS_WORSE) or last in LOWER_IS_WORSE:
+    if last.endswith(LOWER_IS_WORSE):
         return "lower_is_worse"
     if last.endswith(HIGHER_IS_WORSE):
         return "higher_is_worse"
@@ -421,7 +425,7 @@ def _analyse(store: HistoryStore, plan: Plan, run_id: str, analysis: Analysis, n
                                           None if change is None or math.isinf(change) else round(change, 6),
                                           worse, _buckets(values, analysis.interval)))
     if analysis.checks:
-        _check_verdicts(store, plan, run_id, outcome, versions, baseline_runs)
+        _check_verdicts(store, plan, run_id, outcome, versions, baseline_runs, since)
     return outcome
 
 
@@ -451,12 +455,13 @@ def _buckets(values: Sequence[tuple[str, float, float]], interval: float | None)
 
 
 def _check_verdicts(store: HistoryStore, plan: Plan, run_id: str, outcome: AnalysisOutcome,
-                    versions: Mapping[str, str], baseline_runs: set[str]) -> None:
+                    versions: Mapping[str, str], baseline_runs: set[str], since: float) -> None:
     """Checks failing now that passed in the baseline's last run; checks that both passed and
-    failed within this version's runs (flaky)."""
-    rows = store.execute("SELECT run_id, check_id, verdict FROM release_results WHERE release = ?", (plan.name,))
+    failed within this version's runs (flaky). ``versions``: the runs the analysis looks at."""
+    rows = [r for r in store.execute("SELECT run_id, check_id, verdict FROM release_results WHERE release = ? "
+                                     "AND at >= ?", (plan.name, since)) if r[0] in versions]
     now_failing = {c for rid, c, v in rows if rid == run_id and v in ("failed", "warning")}
-    last_baseline = max(baseline_runs, key=lambda rid: rid) if baseline_runs else None
+    last_baseline = max(baseline_runs) if baseline_runs else None  # run ids sort by time
     passed_before = {c for rid, c, v in rows if rid == last_baseline and v == "passed"}
     outcome.regressed_checks = sorted(now_failing & passed_before)
     seen: dict[str, set[str]] = {}

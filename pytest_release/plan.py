@@ -755,6 +755,12 @@ class _Semantics:
             return "checks", word
         return None, None
 
+    @staticmethod
+    def analysis_metric(entry: Mapping[str, Any]) -> str:
+        """The analytics metric an analysis reads: ``metric:``, else the one named like it
+        (system_analysis reads system_metrics)."""
+        return str(entry.get("metric") or str(entry.get("name", "")).removesuffix("_analysis") + "_metrics")
+
     def _analytics(self) -> None:
         """Each analytics source names one thing that exists; each analysis finds its metric."""
         targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
@@ -780,17 +786,16 @@ class _Semantics:
             if isinstance(kind, str) and kind not in self.kinds:
                 self.doc.add(path + ("checks",), f"no check kind named {kind!r}{did_you_mean(kind, self.kinds)}")
         for ai, analysis in _items(_section(self.data, "analytics", "analysis")):
-            mname = analysis.get("metric")
-            if isinstance(mname, str):
-                if mname not in names:
-                    self.doc.add(("analytics", "analysis", ai, "metric"),
-                                 f"no analytics metric named {mname!r}{did_you_mean(mname, names)}")
+            mname = self.analysis_metric(analysis)
+            if mname in names:
                 continue
-            name = analysis.get("name")
-            if isinstance(name, str) and name.removesuffix("_analysis") + "_metrics" not in names:
+            if isinstance(analysis.get("metric"), str):
+                self.doc.add(("analytics", "analysis", ai, "metric"),
+                             f"no analytics metric named {mname!r}{did_you_mean(mname, names)}")
+            elif isinstance(analysis.get("name"), str):
                 self.doc.add(("analytics", "analysis", ai),
-                             f"analysis {name!r} covers no analytics metric: none is named "
-                             f"{name.removesuffix('_analysis')}_metrics; name it with metric: NAME")
+                             f"analysis {analysis['name']!r} covers no analytics metric: none is named "
+                             f"{mname}; name it with metric: NAME")
 
     def _probe_targets(self, path: tuple[object, ...], named: object, kind_name: str,
                        targets: Mapping[str, Any], who: str) -> None:
@@ -880,8 +885,7 @@ class _Semantics:
                 parse_duration(entry["retention"]) if "retention" in entry else None,
                 self.doc.mark(("analytics", "metrics", mi)))
         for ai, entry in _items(section.get("analysis")):
-            metric = plan.analytics_metrics.get(entry.get("metric") or
-                                                entry["name"].removesuffix("_analysis") + "_metrics")
+            metric = plan.analytics_metrics.get(self.analysis_metric(entry))
             if metric is None:
                 continue  # its metric has no source: listed under not acted on
             interval = entry.get("interval")
@@ -985,14 +989,14 @@ class _Semantics:
                     notes.append(f"{format_path(keys)}: not sampled or run: {why}")
         elif not metrics:
             notes.append("strategy.gates monitoring_gate: monitoring.metrics defines no metric to sample")
-        for mi, entry in _items(_section(self.data, "analytics", "metrics")):
+        for _, entry in _items(_section(self.data, "analytics", "metrics")):
             if self.analytics_source(entry) == (None, None):
                 notes.append(f"analytics.metrics {entry.get('name')}: not recorded: its name is neither "
                              "system_metrics nor KIND_metrics (performance_metrics); give source: {sql: ..., "
                              "target: ...}, {checks: KIND} or {system: true}")
         metrics = {e.get("name"): e for _, e in _items(_section(self.data, "analytics", "metrics"))}
-        for ai, entry in _items(_section(self.data, "analytics", "analysis")):
-            mname = entry.get("metric") or str(entry.get("name")).removesuffix("_analysis") + "_metrics"
+        for _, entry in _items(_section(self.data, "analytics", "analysis")):
+            mname = self.analysis_metric(entry)
             if mname in metrics and self.analytics_source(metrics[mname]) == (None, None):
                 notes.append(f"analytics.analysis {entry.get('name')}: not analysed: its metric {mname} records "
                              "nothing")
