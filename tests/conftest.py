@@ -26,6 +26,9 @@ from pytest_release.prometheus import PrometheusError, instant_query
 from pytest_release.yamldoc import Mark
 
 HERE = Path(__file__).parent
+# Plans and tests run `python3` and `python` by name: they must be the interpreter running these
+# tests (the one with this package installed), never whatever a machine has first on PATH.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 EXAMPLE = HERE.parent / "example_project"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable
@@ -94,7 +95,7 @@ def test_a_slower_release_is_a_regression_against_the_previous_one(
         runs = conn.execute("SELECT version, outcome FROM release_runs ORDER BY ended").fetchall()
     assert runs == [("1.0.0", "released"), ("1.1.0", "released")]
     # The store changes with every run, so no manifest lists it; verify still passes.
-    verify = pytester.run("python", "-m", "pytest_release", "verify", str(evidence))
+    verify = pytester.run(sys.executable, "-m", "pytest_release", "verify", str(evidence))
     assert verify.ret == 0, verify.stdout.str()
 
     playwright = pytest.importorskip("playwright.sync_api")

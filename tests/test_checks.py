@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,13 +255,13 @@ def test_integrity_sqlite_missing_or_not_a_database(tmp_path: Path) -> None:
 
 
 def test_command_passes_and_matches_output(tmp_path: Path) -> None:
-    result = run_check("command", None, tmp_path, argv=["python", "-c", "print('schema v42 ok')"],
+    result = run_check("command", None, tmp_path, argv=[sys.executable, "-c", "print('schema v42 ok')"],
                        output=r"v\d+ ok")
     assert result.passed and result.measured["exit_code"] == 0
 
 
 def test_command_exit_code_and_output_fail(tmp_path: Path) -> None:
-    result = run_check("command", None, tmp_path, argv=["python", "-c", "import sys; print('boom'); sys.exit(3)"],
+    result = run_check("command", None, tmp_path, argv=[sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"],
                        output="ok")
     assert not result.passed
     assert "exited 3, expected 0; output does not match 'ok'" in result.summary
@@ -277,7 +278,7 @@ def test_command_runs_without_a_shell_unless_asked(tmp_path: Path) -> None:
 def test_command_cwd_and_env(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     result = run_check("command", None, tmp_path, cwd="sub", env={"RELEASE": "1.2"},
-                       argv=["python", "-c", "import os; print(os.getcwd(), os.environ['RELEASE'])"],
+                       argv=[sys.executable, "-c", "import os; print(os.getcwd(), os.environ['RELEASE'])"],
                        output=r"sub 1\.2")
     assert result.passed, result.details
 
