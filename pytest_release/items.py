@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
+from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
 from .plan import CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
@@ -164,8 +165,12 @@ class CheckItem(pytest.Item):
         except NotBuilt as exc:
             pytest.skip(f"not checked: {redact(str(exc), self.plan.secrets)}")
         secrets = self.plan.secrets
+        result.summary = one_line(result.summary)
+        measured = dict(result.measured)
+        if len(result.details) > SHOWN_LINES and "details" not in measured:
+            measured["details"] = result.details  # the terminal shows an excerpt; the record all of them
         self.user_properties.extend([
-            ("measured", json.dumps(redact_value(result.measured, secrets), sort_keys=True, default=str)),
+            ("measured", json.dumps(redact_value(measured, secrets), sort_keys=True, default=str)),
             ("expected", json.dumps(redact_value(result.expected, secrets), sort_keys=True, default=str)),
             ("summary", redact(result.summary, secrets)),
         ])
@@ -179,9 +184,7 @@ class CheckItem(pytest.Item):
             lines = [result.summary,
                      f"  measured: {_plain(result.measured)}",
                      f"  expected: {_plain(result.expected)}"]
-            lines += [f"  {line}" for line in result.details[:50]]
-            if len(result.details) > 50:
-                lines.append(f"  ... and {len(result.details) - 50} more")
+            lines += [f"  {line}" for line in excerpt(result)]
             return redact("\n".join(lines), secrets)
         by_signal = excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith("Timeout")
         if by_signal or excinfo.errisinstance(OutOfTime):
@@ -192,6 +195,29 @@ class CheckItem(pytest.Item):
 
     def reportinfo(self) -> tuple[str, int, str]:
         return str(self.path), self.spec.mark.line - 1, f"{self.gate_id}::{self.name}"
+
+
+def one_line(text: str, limit: int = SUMMARY_CHARS) -> str:
+    """``text`` as one line of at most ``limit`` characters: a summary is read in a terminal line,
+    a skipped stage's reason and a record's ``summary``; the details hold the rest."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if len(lines) > 1:
+        first += f" (+{len(lines) - 1} more line(s))"
+    return first if len(first) <= limit else first[: limit - 3].rstrip() + "..."
+
+
+def excerpt(result: CheckResult) -> list[str]:
+    """The detail lines the terminal shows: the check's own excerpt, else the first
+    :data:`SHOWN_LINES` details and how many more the record holds; each line bounded."""
+    if result.excerpt is not None:
+        return [one_line(line, 2 * SUMMARY_CHARS) for line in result.excerpt]
+    shown = [one_line(line, 2 * SUMMARY_CHARS) for line in result.details[:SHOWN_LINES]]
+    more = len(result.details) - SHOWN_LINES
+    if more > 0:
+        shown.append(f"... and {more} more (first {SHOWN_LINES} of {len(result.details)} shown; "
+                     "the record's measured.details has them all)")
+    return shown
 
 
 def _plain(values: Mapping[str, Any]) -> str:

@@ -40,7 +40,9 @@ class CheckResult:
 
     ``measured`` and ``expected`` are flat mappings of plain values (they become JUnit
     properties and evidence); ``summary`` is the one line a person reads first, and
-    ``details`` the lines under it (each failing file, each mismatching hash, ...).
+    ``details`` the lines under it (each failing file, each mismatching hash, ...). The terminal
+    shows ``excerpt`` when it is set (a program's last lines of output), else the first
+    :data:`.limits.SHOWN_LINES` of ``details``; the record keeps every detail.
     """
 
     passed: bool
@@ -48,6 +50,7 @@ class CheckResult:
     measured: dict[str, Any] = field(default_factory=dict)
     expected: dict[str, Any] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
+    excerpt: list[str] | None = None
 
 
 @dataclass

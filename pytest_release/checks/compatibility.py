@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 from .base import CheckContext, CheckKind, CheckResult
-from .health import _ca, _field, http_pool
+from .health import _field
+from .http import get
+from .limits import MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM
 from .syntax import FORMATS, _display, _parse, config_files, load_validator
 
 __all__ = ["COMPATIBILITY", "config_shape"]
@@ -42,6 +42,8 @@ PARAMS: dict[str, Any] = {
                   "description": "services: the dotted JSON field holding the version (default version)"},
         "version": {"type": "string", "minLength": 1,
                     "description": "services: a PEP 440 specifier the reported version must satisfy (>=1.0,<2)"},
+        "request_timeout": {**REQUEST_TIMEOUT_PARAM, "description": "services: " + REQUEST_TIMEOUT_PARAM["description"]},
+        "max_body": {**MAX_BODY_PARAM, "description": "services: " + MAX_BODY_PARAM["description"]},
         "name": {"type": "string", "description": "names the item (compatibility-NAME[target])"},
     },
 }
@@ -186,20 +188,16 @@ def _service(ctx: CheckContext) -> CheckResult:
     spec_text = ctx.params.get("version")
     url = target.spec["url"].rstrip("/") + path
     expected: dict[str, Any] = {"version": spec_text or "a PEP 440 version"}
-    remaining = ctx.remaining()
-    if remaining <= 0:
-        return CheckResult(False, f"GET {url} not tried: {ctx.budget_text()} was used up", {}, expected)
-    pool = http_pool(verify=target.spec.get("verify_tls", True), ca=_ca(ctx))
+    answer = get(ctx, url)
+    if answer.kind == "budget":
+        return CheckResult(False, f"GET {url} {answer.error}", {}, expected)
+    if not answer.ok:
+        return CheckResult(False, f"GET {url} {answer.error}", answer.measured(), expected)
+    if answer.status != 200:
+        return CheckResult(False, f"GET {url} answered {answer.status}, expected 200 with the version",
+                           {"status": answer.status}, expected)
     try:
-        response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining), retries=False, redirect=False)
-    except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return CheckResult(False, f"GET {url} failed: {reason}", {"error": str(reason)}, expected)
-    if response.status != 200:
-        return CheckResult(False, f"GET {url} answered {response.status}, expected 200 with the version",
-                           {"status": response.status}, expected)
-    try:
-        reported = _field(json.loads(response.data), field)
+        reported = _field(json.loads(answer.body), field)
     except (ValueError, KeyError):
         return CheckResult(False, f"GET {url}: no JSON field {field!r} with the version", {"status": 200}, expected)
     measured = {"version": reported}
@@ -224,7 +222,10 @@ def run(ctx: CheckContext) -> CheckResult:
 
 
 def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
-    """A version specifier that is not PEP 440 is a plan error."""
+    """A version specifier that is not PEP 440 is a plan error; so are HTTP limits on config files."""
+    used = [p for p in ("request_timeout", "max_body", "path", "field", "version") if p in params]
+    if "files" in target and used:
+        return f"{', '.join(used)} apply to services (url), not to config files"
     if isinstance(params.get("version"), str):
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 

@@ -3,15 +3,15 @@
 Parameters: ``path`` (default: the target's ``health`` path, else ``/``), ``status`` (an
 expected status or a list of them, default 200), ``json`` (dotted field -> expected value in
 the JSON body), ``contains`` (text the body must contain), ``retries`` (further attempts after
-a failure, default 0) with ``delay`` between them (default 1s). Every attempt's timeout is the
-gate's budget left; retrying stops when the budget runs out.
+a failure, default 0) with ``delay`` between them (default 1s), ``request_timeout`` and
+``max_body`` (see :mod:`.limits`). Every attempt's whole answer must arrive within
+``request_timeout`` and the gate's budget left; retrying stops when the budget runs out.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +20,10 @@ import urllib3
 
 from ..units import DURATION_SCHEMA, format_duration, parse_duration
 from .base import CheckContext, CheckKind, CheckResult
+from .http import connect_reason, get, http_pool
+from .limits import MAX_BODY, MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM, HttpLimits
 
-__all__ = ["HEALTH", "http_pool", "read_body"]
+__all__ = ["HEALTH", "MAX_BODY", "http_pool", "read_body"]
 
 PARAMS: dict[str, Any] = {
     "type": "object",
@@ -35,30 +37,12 @@ PARAMS: dict[str, Any] = {
         "contains": {"type": "string"},
         "retries": {"type": "integer", "minimum": 0, "maximum": 1000},
         "delay": DURATION_SCHEMA,
+        "request_timeout": REQUEST_TIMEOUT_PARAM,
+        "max_body": MAX_BODY_PARAM,
         "name": {"type": "string"},
     },
 }
 
-_pools: dict[tuple[bool, str | None], urllib3.PoolManager] = {}
-_pools_lock = threading.Lock()
-
-
-def http_pool(*, verify: bool = True, ca: str | None = None) -> urllib3.PoolManager:
-    """A process-wide keep-alive pool for these TLS settings (thread-safe)."""
-    key = (verify, ca)
-    with _pools_lock:
-        if key not in _pools:
-            _pools[key] = urllib3.PoolManager(
-                num_pools=64,
-                maxsize=32,
-                cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
-                ca_certs=ca,
-                retries=False,
-            )
-        return _pools[key]
-
-
-MAX_BODY = 1024 * 1024
 
 
 def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int = MAX_BODY) -> bytes | None:
@@ -102,8 +86,6 @@ def _field(document: object, dotted: str) -> object:
 
 def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
     params = ctx.params
-    target = ctx.target
-    assert target is not None
     statuses = params.get("status", 200)
     statuses = statuses if isinstance(statuses, list) else [statuses]
     expected: dict[str, Any] = {"status": statuses[0] if len(statuses) == 1 else statuses}
@@ -111,37 +93,19 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
         expected["json"] = params["json"]
     if "contains" in params:
         expected["contains"] = params["contains"]
-    remaining = ctx.remaining()
-    if remaining <= 0:
-        return CheckResult(False, f"GET {url} not tried: {ctx.budget_text()} was used up", {}, expected)
-    pool = http_pool(verify=target.spec.get("verify_tls", True), ca=_ca(ctx))
-    started = time.monotonic()
-    try:
-        response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining),
-                                retries=False, redirect=False, preload_content=False)
-        body = read_body(response, ctx.deadline)
-    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
-        return CheckResult(False, f"GET {url} failed: cannot connect: {_reason(exc)}",
-                           {"error": f"cannot connect: {_reason(exc)}"}, expected)
-    except (urllib3.exceptions.TimeoutError, socket.timeout):
-        waited = time.monotonic() - started
-        return CheckResult(False, f"GET {url} gave no answer within {format_duration(round(waited, 2))} "
-                                  f"({ctx.budget_text()} ran out)",
-                           {"error": "timeout", "waited_s": round(waited, 3)}, expected)
-    except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return CheckResult(False, f"GET {url} failed: {reason}", {"error": str(reason)}, expected)
-    if body is None:
-        waited = time.monotonic() - started
-        return CheckResult(False, f"GET {url} answered {response.status} but its body did not arrive within "
-                                  f"{format_duration(round(waited, 2))} ({ctx.budget_text()} ran out)",
-                           {"status": response.status, "error": "body timeout", "waited_s": round(waited, 3)},
-                           expected)
-    latency = time.monotonic() - started
-    measured: dict[str, Any] = {"status": response.status, "latency_ms": round(latency * 1000, 1)}
+    limits = HttpLimits.of(ctx)
+    if "json" in params or "contains" in params:
+        expected["max_body"] = limits.max_body
+    answer = get(ctx, url, limits=limits, keep_body=True)
+    if answer.kind == "budget":
+        return CheckResult(False, f"GET {url} {answer.error}", {}, expected)
+    if not answer.ok:
+        return CheckResult(False, f"GET {url} {answer.error}", answer.measured(), expected)
+    body = answer.body
+    measured: dict[str, Any] = {"status": answer.status, "latency_ms": round(answer.elapsed * 1000, 1)}
     problems = []
-    if response.status not in statuses:
-        problems.append(f"answered {response.status}, expected {' or '.join(map(str, statuses))}")
+    if answer.status not in statuses:
+        problems.append(f"answered {answer.status}, expected {' or '.join(map(str, statuses))}")
     if "json" in params:
         try:
             document = json.loads(body)
@@ -164,14 +128,13 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
         snippet = " ".join(body[:300].decode("utf-8", "replace").split())[:200]
         return CheckResult(False, f"GET {url} " + "; ".join(problems), measured, expected,
                            [f"body: {snippet}"] if snippet else [])
-    return CheckResult(True, f"GET {url} answered {response.status} in {measured['latency_ms']}ms",
+    return CheckResult(True, f"GET {url} answered {answer.status} in {measured['latency_ms']}ms",
                        measured, expected)
 
 
 def _reason(exc: Exception) -> str:
     """The OS's words for a failed connection, without urllib3's object reprs."""
-    text = str(exc)
-    return text.rpartition("Failed to establish a new connection: ")[2] or text
+    return connect_reason(exc)
 
 
 def _ca(ctx: CheckContext) -> str | None:
@@ -186,10 +149,17 @@ def _judge_tcp(ctx: CheckContext, address: str) -> CheckResult:
     expected = {"connect": True}
     if remaining <= 0:
         return CheckResult(False, f"TCP {address} not tried: {ctx.budget_text()} was used up", {}, expected)
+    limits = HttpLimits.of(ctx)
+    timeout = min(limits.request_timeout, remaining)
     started = time.monotonic()
     try:
-        with socket.create_connection((host, int(port)), timeout=remaining):
+        with socket.create_connection((host, int(port)), timeout=timeout):
             pass
+    except socket.timeout:
+        why = f"{ctx.budget_text()} ran out" if remaining <= limits.request_timeout else limits.timeout_text()
+        return CheckResult(False, f"TCP connect to {address} timed out after "
+                                  f"{format_duration(round(time.monotonic() - started, 2))} ({why})",
+                           {"connect": False, "error": "timeout"}, expected)
     except OSError as exc:
         return CheckResult(False, f"TCP connect to {address} failed: {exc.strerror or exc}",
                            {"connect": False, "error": str(exc)}, expected)
@@ -222,7 +192,7 @@ def run(ctx: CheckContext) -> CheckResult:
     return result
 
 
-HTTP_ONLY = ("path", "status", "json", "contains")
+HTTP_ONLY = ("path", "status", "json", "contains", "max_body")
 
 
 def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:

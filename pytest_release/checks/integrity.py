@@ -21,7 +21,7 @@ from typing import Any
 from .base import CheckContext, CheckKind, CheckResult
 from .stores import StoreError, open_store
 
-__all__ = ["INTEGRITY", "parse_manifest", "sha256_file"]
+__all__ = ["INTEGRITY", "parse_manifest", "sha256_file", "sqlite_problems"]
 
 PARAMS: dict[str, Any] = {
     "type": "object",
@@ -34,6 +34,8 @@ PARAMS: dict[str, Any] = {
 }
 
 CHUNK = 64 * 1024
+#: The most problems ``integrity_check`` lists before it stops (SQLite's own default is 100).
+MAX_PROBLEMS = 1000
 _GNU_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _BSD_LINE = re.compile(r"^SHA256 \((.+)\) = ([0-9a-fA-F]{64})$")
 
@@ -124,7 +126,7 @@ def _sqlite(ctx: CheckContext, db_value: str) -> CheckResult:
         return CheckResult(False, f"cannot open SQLite database {db_value}: {exc}", {}, expected)
     conn.set_progress_handler(lambda: int(time.monotonic() > ctx.deadline), 10_000)
     try:
-        rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+        rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")]
     except sqlite3.Error as exc:
         message = str(exc)
         if message == "interrupted":
@@ -132,11 +134,23 @@ def _sqlite(ctx: CheckContext, db_value: str) -> CheckResult:
         return CheckResult(False, f"{pragma} of {db_value} failed: {message}", {"error": message}, expected)
     finally:
         conn.close()
-    measured = {pragma: rows[0] if rows == ["ok"] else f"{len(rows)} problem(s)"}
-    if rows != ["ok"]:
-        return CheckResult(False, f"{pragma} of {db_value} found {len(rows)} problem(s): {rows[0]}",
-                           measured, expected, [str(r) for r in rows])
-    return CheckResult(True, f"{pragma} of {db_value}: ok", measured, expected)
+    if rows == ["ok"]:
+        return CheckResult(True, f"{pragma} of {db_value}: ok", {pragma: "ok"}, expected)
+    problems = sqlite_problems(rows)
+    count = len(problems)
+    at_least = "at least " if count >= MAX_PROBLEMS else ""
+    noun = "problem" if count == 1 else "problems"
+    measured = {pragma: f"{at_least}{count} {noun}", "problems": count}
+    return CheckResult(False, f"{pragma} of {db_value} found {at_least}{count} {noun}; first: {problems[0]}",
+                       measured, expected, problems)
+
+
+def sqlite_problems(rows: list[object]) -> list[str]:
+    """One line per problem ``PRAGMA integrity_check`` reported: a row can hold many lines
+    (``*** in database main ***`` and a problem a line), and that header is not a problem."""
+    lines = [line.strip() for row in rows for line in str(row).splitlines()]
+    return [line for line in lines if line and not (line.startswith("*** in database ") and line.endswith("***"))] \
+        or [str(rows[0])]
 
 
 def run(ctx: CheckContext) -> CheckResult:

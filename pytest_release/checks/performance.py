@@ -12,16 +12,16 @@ gate's budget runs out the load stops and the check fails, saying how far it got
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import urllib3
-
 from ..units import DURATION_SCHEMA, THRESHOLD_SCHEMA, format_duration, parse_duration
 from .base import CheckContext, CheckKind, CheckResult
-from .health import _ca, http_pool
+from .http import get
+from .limits import MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM, HttpLimits
 
 __all__ = ["PERFORMANCE", "percentile"]
 
@@ -42,9 +42,19 @@ PARAMS: dict[str, Any] = {
         "error_rate": {**THRESHOLD_SCHEMA, "description": "the highest share of failed requests, "
                                                           "a fraction from 0 to 1 (default 0)"},
         "min_rps": {"type": "number", "minimum": 0, "description": "the lowest throughput, requests per second"},
+        "request_timeout": REQUEST_TIMEOUT_PARAM,
+        "max_body": MAX_BODY_PARAM,
         "name": {"type": "string", "description": "names the item (performance-NAME[target])"},
     },
 }
+
+
+def _no_answer(error: str) -> str:
+    if error == "timeout":
+        return "timed out"
+    if error.startswith("cannot connect: "):
+        return f"could not connect ({error.partition(': ')[2]})"
+    return error
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -85,10 +95,10 @@ def run(ctx: CheckContext) -> CheckResult:
     total = int(params.get("requests", 100))
     concurrency = min(int(params.get("concurrency", 10)), total)
     want_status = int(params.get("status", 200))
-    limits = {k: parse_duration(params[k]) for k in ("p50", "p95", "p99") if k in params}
+    thresholds = {k: parse_duration(params[k]) for k in ("p50", "p95", "p99") if k in params}
     max_error_rate = float(params.get("error_rate", 0.0))
     min_rps = params.get("min_rps")
-    expected: dict[str, Any] = {f"{k}_ms": round(v * 1000, 3) for k, v in limits.items()}
+    expected: dict[str, Any] = {f"{k}_ms": round(v * 1000, 3) for k, v in thresholds.items()}
     expected["error_rate"] = max_error_rate
     if min_rps is not None:
         expected["min_rps"] = min_rps
@@ -96,54 +106,55 @@ def run(ctx: CheckContext) -> CheckResult:
     if ctx.remaining() <= 0:
         return CheckResult(False, f"GET {url} not tried: {ctx.budget_text()} was used up", {}, expected)
 
-    pool = http_pool(verify=target.spec.get("verify_tls", True), ca=_ca(ctx))
+    limits = HttpLimits.of(ctx)
     lock = threading.Lock()
     issued = 0
     completed = 0
+    answered = 0
     latencies: list[float] = []
     errors: dict[str, int] = {}
     out_of_budget = threading.Event()
+    hanging = threading.Event()  # a whole wave timed out and nothing ever answered: stop sending
 
     def take() -> bool:
         nonlocal issued
         with lock:
-            if issued >= total or out_of_budget.is_set():
+            if issued >= total or out_of_budget.is_set() or hanging.is_set():
                 return False
             issued += 1
             return True
 
     def worker() -> None:
-        nonlocal issued, completed
+        nonlocal issued, completed, answered
         while take():
-            remaining = ctx.remaining()
-            if remaining <= 0:
-                out_of_budget.set()
+            answer = get(ctx, url, limits=limits, keep_body=False)
+            if answer.kind == "budget" or answer.kind == "timeout" and answer.by_budget:
+                out_of_budget.set()  # cut by the budget, not slow by itself: not a sample
                 with lock:
                     issued -= 1
                 return
-            started = time.monotonic()
             error = None
-            try:
-                response = pool.request("GET", url, timeout=urllib3.Timeout(total=remaining), retries=False,
-                                        redirect=False)
-                elapsed = time.monotonic() - started
-                if response.status != want_status:
-                    error = f"status {response.status}"
-            except urllib3.exceptions.NewConnectionError:
-                elapsed, error = None, "cannot connect"
-            except (urllib3.exceptions.TimeoutError, TimeoutError):
-                if ctx.remaining() <= 0.001:  # cut by the budget, not slow by itself: not a sample
-                    out_of_budget.set()
-                    return
-                elapsed, error = None, "timeout"
-            except urllib3.exceptions.HTTPError as exc:
-                elapsed, error = None, type(getattr(exc, "reason", None) or exc).__name__
+            if answer.ok:
+                if answer.status != want_status:
+                    error = f"status {answer.status}"
+            elif answer.kind == "connect":
+                error = "cannot connect: " + re.sub(r"^\[Errno -?\d+\] ", "", answer.error.rpartition("cannot connect: ")[2])
+            elif answer.kind == "timeout":
+                error = "timeout"
+            elif answer.kind == "too_large":
+                error = f"body larger than {limits.max_body} bytes"
+            else:
+                error = answer.error.removeprefix("failed: ")[:80]
             with lock:
                 completed += 1
-                if elapsed is not None:
-                    latencies.append(elapsed * 1000)
+                if answer.status is not None:
+                    answered += 1
+                if answer.ok:
+                    latencies.append(answer.elapsed * 1000)
                 if error:
                     errors[error] = errors.get(error, 0) + 1
+                if not answered and errors.get("timeout", 0) >= concurrency:
+                    hanging.set()
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="performance") as executor:
@@ -154,17 +165,30 @@ def run(ctx: CheckContext) -> CheckResult:
     done = completed
     failed = sum(errors.values())
     ordered = sorted(latencies)
-    measured: dict[str, Any] = {"samples": done}
+    measured: dict[str, Any] = {"samples": done, "answered": answered}
     for name in ("p50", "p95", "p99"):
         value = percentile(ordered, float(name[1:]))
         measured[f"{name}_ms"] = None if math.isnan(value) else round(value, 3)
     error_rate = failed / done if done else 1.0
     measured.update({"error_rate": round(error_rate, 4), "errors": failed, "rps": round(done / wall, 1),
                      "wall_s": round(wall, 3), "latency_histogram": histogram(ordered)})
+    for error, count in errors.items():
+        measured[f"errors.{error}"] = count
     details = [f"errors: {', '.join(f'{n} x {e}' for e, n in sorted(errors.items()))}"] if errors else []
 
+    if done and not answered:
+        counted = sorted(errors.items(), key=lambda item: -item[1])
+        what = ", ".join(f"{n} {_no_answer(e)}" for e, n in counted)
+        what = f"{done} of {done} {what.partition(' ')[2]}" if len(counted) == 1 else f"of {done}, {what}"
+        tail = f"; stopped, {total - done} of {total} not sent" if done < total else ""
+        if hanging.is_set():
+            tail += f" (the service answers nothing: each request waited {limits.timeout_text()})"
+        elif out_of_budget.is_set():
+            tail += f" ({ctx.budget_text()} ran out)"
+        return CheckResult(False, f"GET {url}: no request was answered: {what}{tail}", measured, expected, details)
+
     over: list[str] = []
-    for name, limit in limits.items():
+    for name, limit in thresholds.items():
         value = measured[f"{name}_ms"]
         if value is None:
             over.append(f"{name} not measured (no request answered) <= {format_duration(limit)}")

@@ -20,22 +20,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
 import stat
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
-
 from ..yamldoc import read_text
 from .base import CheckContext, CheckKind, CheckResult
-from .health import _ca, http_pool
+from .health import _ca
+from .http import Answer, get, watch
+from .limits import REQUEST_TIMEOUT_PARAM, HttpLimits
 from .stores import StoreError, open_store
 from .syntax import _display, config_files
 
@@ -68,6 +69,8 @@ PARAMS: dict[str, Any] = {
         "superuser": {"type": "boolean", "description": "PostgreSQL: allow a superuser login (default false)"},
         "require_ssl": {"type": "boolean", "description": "PostgreSQL: the connection must be encrypted "
                                                           "(default false)"},
+        "request_timeout": {**REQUEST_TIMEOUT_PARAM, "description": "services: the longest one request (or TLS "
+                                                                    "handshake) may take (default: the target's, else 10s)"},
         "name": {"type": "string", "description": "names the item (security-NAME[target])"},
     },
 }
@@ -242,6 +245,19 @@ def _postgres(ctx: CheckContext, spec: Mapping[str, Any]) -> CheckResult:
 # -- services -----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _bounded(host: str, port: int, timeout: float) -> Iterator[socket.socket]:
+    """A connection that is shut down ``timeout`` seconds from now, whatever is under way on it
+    (a handshake dripped a byte at a time would otherwise go on past every socket timeout)."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        guard = watch(deadline, raw)
+        try:
+            yield raw
+        finally:
+            guard.finish()
+
+
 def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, Any]) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -256,8 +272,9 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
     if remaining <= 0:
         problems.append(f"TLS not checked: {ctx.budget_text()} was used up")
         return
+    limits = HttpLimits.of(ctx)
     try:
-        with socket.create_connection((host, port), timeout=remaining) as raw, \
+        with _bounded(host, port, min(remaining, limits.request_timeout)) as raw, \
                 context.wrap_socket(raw, server_hostname=host) as tls:
             version = tls.version() or ""
             cert = tls.getpeercert() or {}
@@ -303,7 +320,7 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
         measured["lower_tls_refused"] = "untested"
         return
     try:
-        with socket.create_connection((host, port), timeout=remaining) as raw, \
+        with _bounded(host, port, min(remaining, limits.request_timeout)) as raw, \
                 probe.wrap_socket(raw, server_hostname=host) as tls:
             accepted = tls.version()
     except ssl.SSLError as exc:
@@ -338,39 +355,43 @@ def _service(ctx: CheckContext) -> CheckResult:
         expected.update({"certificate": "valid", "min_days": int(params.get("min_days", 14)),
                          "min_tls": str(params.get("min_tls", "1.2"))})
         _tls(ctx, base, problems, measured)
-    pool = http_pool(verify=target.spec.get("verify_tls", True), ca=_ca(ctx))
+    limits = HttpLimits.of(ctx)
 
-    def get(p: str) -> urllib3.BaseHTTPResponse | str:
-        remaining = ctx.remaining()
-        if remaining <= 0:
-            return f"not tried: {ctx.budget_text()} was used up"
-        try:
-            return pool.request("GET", base + p, timeout=urllib3.Timeout(total=remaining), retries=False,
-                                redirect=False, preload_content=True)
-        except urllib3.exceptions.HTTPError as exc:
-            reason = getattr(exc, "reason", None) or exc
-            return f"failed: {str(reason).rpartition('Failed to establish a new connection: ')[2] or reason}"
+    def fetch(p: str) -> Answer:  # status and headers only: no body is read
+        return get(ctx, base + p, limits=limits, read_body=False)
 
     if headers:
-        response = get(path)
-        if isinstance(response, str):
-            problems.append(f"GET {path} {response}")
+        answer = fetch(path)
+        if not answer.ok:
+            problems.append(f"GET {path} {answer.error}")
+            measured[f"GET {path}"] = answer.kind
         else:
-            missing = [h for h in headers if h not in response.headers]
+            missing = [h for h in headers if h not in answer.headers]
             measured["missing_headers"] = missing
             if missing:
                 problems.append(f"GET {path} lacks header(s) {', '.join(missing)}")
-    exposed = []
+    exposed: list[str] = []
+    unjudged: list[str] = []
     for p in forbidden:
-        response = get(p)
-        if isinstance(response, str):
-            problems.append(f"GET {p} {response}")
+        answer = fetch(p)
+        if not answer.ok:
+            measured[f"GET {p}"] = answer.kind
+            unjudged.append(p)
+            problems.append(f"GET {p} {answer.error}: not a verdict on exposure")
             continue
-        details.append(f"GET {p}: {response.status}")
-        if response.status not in (401, 403, 404):
+        status = answer.status
+        measured[f"GET {p}"] = status
+        details.append(f"GET {p}: {status}")
+        if status in (401, 403, 404):
+            continue
+        if status is not None and status >= 500:
+            unjudged.append(p)
+            problems.append(f"GET {p} answered {status}: the service failed, not a verdict on exposure")
+        else:
             exposed.append(p)
-            problems.append(f"GET {p} answered {response.status}, expected 401, 403 or 404 (exposed)")
+            problems.append(f"GET {p} answered {status}, expected 401, 403 or 404 (exposed)")
     measured["exposed_paths"] = exposed
+    measured["unjudged_paths"] = unjudged
     if problems:
         return CheckResult(False, f"{base}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1
                                                                 else ""), measured, expected, problems + details)

@@ -29,6 +29,7 @@ import urllib3
 from ..checks.command import run_program
 from ..checks.health import http_pool
 from ..checks.integrity import parse_manifest, sha256_file
+from ..checks.limits import MAX_OUTPUT_PARAM
 from ..units import DURATION_SCHEMA, parse_duration
 
 __all__ = ["ACTIONS", "ActionKind", "StepContext", "StepResult"]
@@ -512,7 +513,8 @@ ACTIONS: dict[str, ActionKind] = {a.name: a for a in (
     ActionKind("command", {
         "type": "object", "additionalProperties": False,
         "properties": {"argv": _ARGV, "shell": {"type": "string", "minLength": 1}, "cwd": {"type": "string"},
-                       "env": _ENV, "timeout": DURATION_SCHEMA, "exit_code": {"type": "integer"}},
+                       "env": _ENV, "timeout": DURATION_SCHEMA, "exit_code": {"type": "integer"},
+                       "max_output": MAX_OUTPUT_PARAM},
         "oneOf": [{"required": ["argv"]}, {"required": ["shell"]}],
         "description": "a command: argv (a list, no shell) or shell (a string for /bin/sh -c), not both"},
         _command, _command_ready, description="run a program; it must exit 0 (or exit_code)"),
