@@ -576,7 +576,8 @@ class _Semantics:
                 self.doc.add(path, f"a target needs exactly one of {', '.join(TARGET_KINDS)}; {found}")
                 continue
             kind_key = keys[0]
-            only = {"health": ("url",), "verify_tls": ("url",), "ca": ("url",), "schema": ("files",)}
+            only = {"health": ("url",), "verify_tls": ("url",), "ca": ("url",), "schema": ("files",),
+                    "request_timeout": ("url", "tcp")}
             for option, owners in only.items():
                 if option in spec and kind_key not in owners:
                     self.doc.add(path + (option,), f"{option!r} applies to {' or '.join(owners)} targets only",

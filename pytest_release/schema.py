@@ -83,6 +83,8 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
             "tcp": {"type": "string", "pattern": r"^[^:\s]+:[0-9]{1,5}$", "description": "host:port"},
             "verify_tls": {"type": "boolean"},
             "ca": {"type": "string", "description": "a CA bundle (PEM) to verify the service's certificate"},
+            "request_timeout": {**duration, "description": "the longest one request to the service may take "
+                                                           "(default 10s; a check's request_timeout wins)"},
             "sqlite": {"type": "string", "description": "the path of a SQLite database"},
             "dsn": {"type": "string", "description": "a PostgreSQL connection string"},
             "files": {"type": "array", "items": {"type": "string"}, "minItems": 1,

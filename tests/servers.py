@@ -15,6 +15,12 @@ until killed. Modes:
 * ``trickle``: answers with headers, then one byte of body every 0.2 s, forever.
 * ``slow-headers``: answers with a status line, then one byte of a header every 0.2 s, forever
   (no socket timeout and no body deadline can end it: only the gate's budget can).
+* ``drip-headers``: a status line, then one byte of a header every second, forever.
+* ``drip-body``: headers (``Content-Length: 100000``), then one byte of body every second.
+* ``endless``: a chunked body of 64 KiB chunks, as fast as it can, forever.
+* ``huge``: a 1 GiB body (``Content-Length: 1073741824``), sent as fast as it can.
+
+Every hostile mode answers any path the same way, and serves each connection on its own thread.
 """
 
 from __future__ import annotations
@@ -78,20 +84,57 @@ def hang(sock: socket.socket) -> None:
         held.append(conn)
 
 
-def trickle(sock: socket.socket, head: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n") -> None:
+def trickle(sock: socket.socket, head: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+            interval: float = 0.2) -> None:
     def serve(conn: socket.socket) -> None:
         conn.recv(65536)
         conn.sendall(head)
         try:
             while True:
                 conn.sendall(b"a")
-                time.sleep(0.2)
+                time.sleep(interval)
         except OSError:
             pass
 
+    _serve_each(sock, serve)
+
+
+def flood(sock: socket.socket, head: bytes, chunk: bytes, count: int | None) -> None:
+    """``head``, then ``chunk`` ``count`` times (forever when ``None``) as fast as the reader reads."""
+    def serve(conn: socket.socket) -> None:
+        try:
+            while conn.recv(65536):
+                conn.sendall(head)
+                sent = 0
+                while count is None or sent < count:
+                    conn.sendall(chunk)
+                    sent += 1
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    _serve_each(sock, serve)
+
+
+def _serve_each(sock: socket.socket, serve: object) -> None:
     while True:
         conn, _ = sock.accept()
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+BLOCK = 64 * 1024
+HOSTILE = {
+    "hang": lambda sock: hang(sock),
+    "trickle": lambda sock: trickle(sock),
+    "slow-headers": lambda sock: trickle(sock, b"HTTP/1.1 200 OK\r\nX-Slow: "),
+    "drip-headers": lambda sock: trickle(sock, b"HTTP/1.1 200 OK\r\nX-Drip: ", 1.0),
+    "drip-body": lambda sock: trickle(sock, interval=1.0),
+    "endless": lambda sock: flood(sock, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                  b"%x\r\n" % BLOCK + b"a" * BLOCK + b"\r\n", None),
+    "huge": lambda sock: flood(sock, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1024 ** 3),
+                               b"a" * BLOCK, 1024 ** 3 // BLOCK),
+}
 
 
 def main(mode: str, *tls: str) -> None:
@@ -119,10 +162,7 @@ def main(mode: str, *tls: str) -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     print(sock.getsockname()[1], flush=True)
-    if mode == "slow-headers":
-        trickle(sock, b"HTTP/1.1 200 OK\r\nX-Slow: ")
-    else:
-        {"hang": hang, "trickle": trickle}[mode](sock)
+    HOSTILE[mode](sock)
 
 
 if __name__ == "__main__":

@@ -310,7 +310,8 @@ def fetch(url: str, *, timeout: float, max_body: int = MAX_BODY, verify: bool = 
         guard.finish()
         response.close()
         answer.elapsed = time.monotonic() - started
-        answer.error = f"body larger than {format_bytes(max_body)} (Content-Length {length}; not read)"
+        answer.error = (f"answered {answer.status} with a body larger than {format_bytes(max_body)} "
+                        f"(Content-Length {length}): not read")
         answer.kind = "too_large"
         return answer
     chunks: list[bytes] = []
@@ -338,7 +339,8 @@ def fetch(url: str, *, timeout: float, max_body: int = MAX_BODY, verify: bool = 
         response.close()
     if answer.size > max_body:
         answer.elapsed = time.monotonic() - started
-        answer.error, answer.kind = f"body larger than {format_bytes(max_body)} (stopped reading)", "too_large"
+        answer.error = f"answered {answer.status} with a body larger than {format_bytes(max_body)}: stopped reading"
+        answer.kind = "too_large"
         return answer
     if not complete or expired:
         return late()

@@ -111,10 +111,11 @@ def run(ctx: CheckContext) -> CheckResult:
     issued = 0
     completed = 0
     answered = 0
+    cut = 0  # requests in flight when the budget ran out
     latencies: list[float] = []
     errors: dict[str, int] = {}
     out_of_budget = threading.Event()
-    hanging = threading.Event()  # a whole wave timed out and nothing ever answered: stop sending
+    hanging = threading.Event()  # a request timed out before any was answered: send no more
 
     def take() -> bool:
         nonlocal issued
@@ -125,13 +126,14 @@ def run(ctx: CheckContext) -> CheckResult:
             return True
 
     def worker() -> None:
-        nonlocal issued, completed, answered
+        nonlocal issued, completed, answered, cut
         while take():
             answer = get(ctx, url, limits=limits, keep_body=False)
             if answer.kind == "budget" or answer.kind == "timeout" and answer.by_budget:
                 out_of_budget.set()  # cut by the budget, not slow by itself: not a sample
                 with lock:
                     issued -= 1
+                    cut += answer.kind == "timeout"
                 return
             error = None
             if answer.ok:
@@ -153,7 +155,7 @@ def run(ctx: CheckContext) -> CheckResult:
                     latencies.append(answer.elapsed * 1000)
                 if error:
                     errors[error] = errors.get(error, 0) + 1
-                if not answered and errors.get("timeout", 0) >= concurrency:
+                if not answered and errors.get("timeout", 0):
                     hanging.set()
 
     started = time.monotonic()
@@ -176,15 +178,19 @@ def run(ctx: CheckContext) -> CheckResult:
         measured[f"errors.{error}"] = count
     details = [f"errors: {', '.join(f'{n} x {e}' for e, n in sorted(errors.items()))}"] if errors else []
 
-    if done and not answered:
-        counted = sorted(errors.items(), key=lambda item: -item[1])
-        what = ", ".join(f"{n} {_no_answer(e)}" for e, n in counted)
-        what = f"{done} of {done} {what.partition(' ')[2]}" if len(counted) == 1 else f"of {done}, {what}"
-        tail = f"; stopped, {total - done} of {total} not sent" if done < total else ""
+    if not answered and (done or cut):
+        counted = [(f"{n} {_no_answer(e)}", n) for e, n in sorted(errors.items(), key=lambda item: -item[1])]
+        if cut:
+            counted.append((f"{cut} had no complete answer when {ctx.budget_text()} ran out", cut))
+        tried = done + cut
+        if len(counted) == 1:
+            what = f"{tried} of {tried} {counted[0][0].partition(' ')[2]}"
+        else:
+            what = f"of {tried}, " + ", ".join(text for text, _ in counted)
+        tail = f"; {total - tried} of {total} not sent" if tried < total else ""
         if hanging.is_set():
             tail += f" (the service answers nothing: each request waited {limits.timeout_text()})"
-        elif out_of_budget.is_set():
-            tail += f" ({ctx.budget_text()} ran out)"
+        measured["cut_by_budget"] = cut
         return CheckResult(False, f"GET {url}: no request was answered: {what}{tail}", measured, expected, details)
 
     over: list[str] = []
@@ -198,6 +204,10 @@ def run(ctx: CheckContext) -> CheckResult:
         over.append(f"error rate {error_rate:.1%} > {max_error_rate:.1%} ({failed} of {done} failed)")
     if min_rps is not None and measured["rps"] < min_rps:
         over.append(f"throughput {measured['rps']:g} rps < {min_rps:g} rps")
+    if hanging.is_set() and not out_of_budget.is_set() and done < total:
+        return CheckResult(False, f"GET {url}: stopped after {done} of {total} requests: a request timed out "
+                                  f"({limits.timeout_text()}) before any was answered"
+                           + (f"; {', '.join(over)}" if over else ""), measured, expected, details)
     if out_of_budget.is_set() or done < total:
         return CheckResult(False, f"GET {url}: stopped after {done} of {total} requests: {ctx.budget_text()} "
                                   f"ran out" + (f"; {', '.join(over)}" if over else ""), measured, expected,
