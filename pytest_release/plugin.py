@@ -557,6 +557,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                               red=True)
                 for line in step.result.details[-20:]:
                     tr.write_line(f"    {redact(line, plan.secrets)}")
+        tr.write_line(f"{len(rollback.steps)} rollback step(s) are reported as results beside the "
+                      f"{len(recorder.outcomes)} checks: pytest's counts below add both")
     if release.workflow is not None and recorder is not None:
         stages = summarize(plan, None, recorder.outcomes, exitstatus, rollback).stages
         verdicts = {s.name: s.verdict for s in stages}
