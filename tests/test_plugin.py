@@ -252,6 +252,54 @@ def test_check_stuck_past_its_own_timeouts_is_stopped_by_the_budget(
     assert "did not finish within" not in result.stdout.str()
 
 
+STUCK_KIND = """\
+import time
+
+from pytest_release import CheckKind, CheckResult
+
+
+def stuck(ctx):
+    time.sleep(60)  # ignores ctx.remaining(): only the budget's backstop can end it
+    return CheckResult(True, "woke up")
+
+
+def pytest_release_check_kinds():
+    return [CheckKind(name="stuck", judges=frozenset({"service"}), params={"type": "object"}, run=stuck)]
+"""
+
+
+@pytest.mark.parametrize("fan_out", [False, True], ids=["alone", "fanned-out"])
+def test_a_check_that_ignores_its_budget_is_stopped_by_the_backstop(
+        pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str, fan_out: bool) -> None:
+    """A check kind that ignores the time it has left: alone, pytest-timeout's signal stops it;
+    checked together with others (fan-out), on threads no signal can stop, each item stops waiting
+    for its check at the budget."""
+    pytester.makeconftest(STUCK_KIND)
+    urls = f"['{http_url}/a', '{http_url}/b']" if fan_out else f"'{http_url}'"
+    write_plan(plan_with(
+        """\
+        - name: service_validation
+          targets: [svc]
+          concurrency: 2
+          checks: [stuck]
+        - name: after
+          targets: [api]
+          checks: [{health: {path: /healthz}}]
+        """,
+        targets=f"svc: {{url: {urls}}}\napi: {{url: '{http_url}'}}",
+        timeout="1500ms",
+    ))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert time.monotonic() - started < 20
+    assert result.ret == 1
+    how = "no longer waited for" if fan_out else "stopped by pytest-timeout"
+    result.stdout.fnmatch_lines([
+        f"*stuck[[]svc*] did not finish within the 1.5s budget of gate pre_release::service_validation: {how}*",
+        f"*{2 if fan_out else 1} failed, 1 passed*",
+    ])
+
+
 def test_seed_plan_verbatim_collects_and_runs(pytester: pytest.Pytester, http_url: str) -> None:
     """The source document's six blocks, verbatim, plus targets: a service, a SQLite file, config files."""
     import sqlite3
