@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from .checks.health import http_pool, read_body
+from .checks.http import guarded
 
 __all__ = ["PrometheusError", "instant_query"]
 
@@ -60,18 +61,29 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
     """GET ``endpoint`` with ``fields``; Prometheus's JSON object, whatever the HTTP status."""
     started = time.monotonic()
     deadline = started + timeout
+    guard = response = None
     try:
-        response = http_pool(verify=verify, ca=ca).request(
-            "GET", f"{endpoint}?{urlencode(fields)}", headers={"Accept": "application/json"},
-            timeout=urllib3.Timeout(total=timeout), retries=False, redirect=False, preload_content=False)
-        body = read_body(response, deadline, MAX_BODY)
+        with guarded(deadline) as guard:  # headers dripped a byte at a time end at the deadline too
+            response = http_pool(verify=verify, ca=ca).request(
+                "GET", f"{endpoint}?{urlencode(fields)}", headers={"Accept": "application/json"},
+                timeout=urllib3.Timeout(total=timeout), retries=False, redirect=False, preload_content=False)
+            if guard.expired:  # shut down while the headers dripped in: no answer
+                response.close()
+                response = None
+            else:
+                body = read_body(response, deadline, MAX_BODY)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         raise PrometheusError(f"cannot connect to Prometheus at {endpoint}: {_reason(exc)}") from None
     except (urllib3.exceptions.TimeoutError, socket.timeout):
         raise PrometheusError(f"Prometheus at {endpoint} gave no answer within {timeout:g}s") from None
     except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise PrometheusError(f"GET {endpoint} failed: {_one_line(str(reason))}") from None
+        if guard is not None and guard.expired:
+            body = None  # the deadline shut the connection: said below
+        else:
+            reason = getattr(exc, "reason", None) or exc
+            raise PrometheusError(f"GET {endpoint} failed: {_one_line(str(reason))}") from None
+    if response is None:
+        raise PrometheusError(f"Prometheus at {endpoint} gave no answer within {timeout:g}s")
     if body is None:
         raise PrometheusError(f"Prometheus at {endpoint} answered {response.status} but its body did not "
                               f"arrive within {timeout:g}s")

@@ -245,3 +245,18 @@ def test_a_run_against_every_hostile_server_stays_within_its_time_and_memory_bou
     result.stdout.fnmatch_lines(["*21 failed*"])
     assert "did not finish within the 3s budget" not in out  # each check ended by itself, none was stopped
     assert "Traceback" not in out and "MemoryError" not in out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_prometheus_query_against_a_hostile_server_ends_within_its_timeout(
+        mode: str, server_factory: Callable[[str], int]) -> None:
+    """Monitoring reads HTTP too: the same total deadline holds while headers drip in."""
+    from pytest_release.prometheus import PrometheusError, instant_query
+
+    started = time.monotonic()
+    with pytest.raises(PrometheusError) as raised:
+        instant_query(f"http://127.0.0.1:{server_factory(mode)}", "up", timeout=1.0)
+    assert time.monotonic() - started < 1.0 + GRACE, str(raised.value)
+    said = {"hang": "gave no answer", "drip-headers": "gave no answer", "drip-body": "did not arrive",
+            "endless": "larger than 16 MiB", "huge": "larger than 16 MiB"}[mode]
+    assert said in str(raised.value)
