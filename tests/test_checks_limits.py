@@ -260,3 +260,30 @@ def test_a_prometheus_query_against_a_hostile_server_ends_within_its_timeout(
     said = {"hang": "gave no answer", "drip-headers": "gave no answer", "drip-body": "did not arrive",
             "endless": "larger than 16 MiB", "huge": "larger than 16 MiB"}[mode]
     assert said in str(raised.value)
+
+
+def test_a_targets_request_timeout_finds_a_hang_in_a_real_run_long_before_the_budget(
+        pytester: pytest.Pytester, write_plan: Callable[..., Path], hang_url: str) -> None:
+    write_plan(plan_with("""\
+        - name: service_validation
+          checks: [health, {performance: {requests: 10, concurrency: 2}}, security, compatibility]
+        """, targets=f"api: {{url: '{hang_url}', request_timeout: 500ms}}", timeout="120"))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == 1
+    assert time.monotonic() - started < 30  # four checks fanned out; the budget was two minutes
+    result.stdout.fnmatch_lines([
+        "FAILED*health[[]api[]]: GET * gave no answer within 5*ms (the target's request_timeout 500ms)",
+        "FAILED*performance[[]api[]]: GET *: no request was answered: 2 of 2 timed out; 8 of 10 not sent*",
+        "*4 failed*"])
+
+
+@pytest.mark.parametrize("target", ["{sqlite: app.db}", "{files: [a.yaml]}", "{manifest: SHA256SUMS}"])
+def test_request_timeout_on_a_target_that_makes_no_requests_is_a_plan_error(
+        target: str, pytester: pytest.Pytester, write_plan: Callable[..., Path]) -> None:
+    spec = target[:-1] + ", request_timeout: 1s}"
+    write_plan(plan_with("- name: g\n  checks: [integrity]\n", targets=f"t: {spec}"))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["release-plan.yaml:*:*: targets.t.request_timeout: 'request_timeout' applies to "
+                                 "url or tcp targets only"])

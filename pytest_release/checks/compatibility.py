@@ -222,10 +222,7 @@ def run(ctx: CheckContext) -> CheckResult:
 
 
 def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
-    """A version specifier that is not PEP 440 is a plan error; so are HTTP limits on config files."""
-    used = [p for p in ("request_timeout", "max_body", "path", "field", "version") if p in params]
-    if "files" in target and used:
-        return f"{', '.join(used)} apply to services (url), not to config files"
+    """A version specifier that is not PEP 440 is a plan error."""
     if isinstance(params.get("version"), str):
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 

@@ -6,7 +6,9 @@ p50, p95 and p99 latency (ms, nearest rank, over the requests that got an answer
 rate (a status other than ``status``, a connection error or a timeout), throughput (requests per
 second of wall time) and the sample count. Thresholds: ``p50``, ``p95``, ``p99`` (durations),
 ``error_rate`` (a fraction, default 0: every request must succeed) and ``min_rps``. When the
-gate's budget runs out the load stops and the check fails, saying how far it got.
+gate's budget runs out the load stops and the check fails, saying how far it got. Each request
+is one bounded GET (:func:`.http.get`: ``request_timeout``, ``max_body``); once a request times
+out before any was answered no more are sent, and a check where nothing was answered says so.
 """
 
 from __future__ import annotations
