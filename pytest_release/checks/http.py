@@ -277,8 +277,9 @@ def fetch(url: str, *, timeout: float, max_body: int = MAX_BODY, verify: bool = 
     previous = getattr(_current, "guard", None)
     _current.guard = guard
     try:
-        response = pool.request("GET", url, headers=dict(headers or {}), timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                                retries=False, redirect=False, preload_content=False)
+        response = pool.request("GET", url, headers=dict(headers) if headers else None,
+                                timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
+                                redirect=False, preload_content=False)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         if guard.finish():
             return late()
