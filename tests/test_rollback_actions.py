@@ -54,28 +54,29 @@ def test_sqlite_backup_and_restore_while_a_writer_is_busy(tmp_path: Path) -> Non
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, price INTEGER)")
         conn.executemany("INSERT INTO items(price) VALUES (?)", [(i,) for i in range(1000)])
-    assert act("sqlite_backup", tmp_path, "readiness", db="app.db", to="bk/app.db").passed
-    stop = threading.Event()
+    backup = act("sqlite_backup", tmp_path, "readiness", db="app.db", to="bk/app.db")
+    assert backup.passed
+    writing = threading.Event()
 
-    def writer() -> None:  # the bad release keeps writing while the rollback runs
-        conn = sqlite3.connect(db, timeout=5)
-        while not stop.is_set():
-            with conn:
-                conn.execute("UPDATE items SET price = price * 10 WHERE id % 7 = 0")
+    def writer() -> None:  # the bad release is in the middle of a write when the restore starts
+        conn = sqlite3.connect(db, timeout=5, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE items SET price = price * 10 WHERE id % 7 = 0")
+        writing.set()
+        time.sleep(0.3)
+        conn.execute("COMMIT")
         conn.close()
 
     thread = threading.Thread(target=writer)
     thread.start()
-    try:
-        time.sleep(0.1)
-        restored = act("sqlite_restore", tmp_path, db="app.db", **{"from": "bk/app.db"})
-    finally:
-        stop.set()
-        thread.join()
+    writing.wait()
+    restored = act("sqlite_restore", tmp_path, db="app.db", **{"from": "bk/app.db"})
+    thread.join()
     assert restored.passed, restored.summary
+    assert restored.measured["content_sha256"] == backup.measured["content_sha256"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert conn.execute("SELECT count(*) FROM items").fetchone() == (1000,)
+        assert conn.execute("SELECT sum(price) FROM items").fetchone() == (sum(range(1000)),)
 
 
 def test_sqlite_restore_refuses_a_changed_backup(tmp_path: Path) -> None:
