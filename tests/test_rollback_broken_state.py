@@ -459,8 +459,8 @@ def test_stop_with_a_stale_pidfile_while_the_old_service_still_serves(
 
 @pytest.mark.parametrize("pidfile", ["stale", "absent"])
 @pytest.mark.parametrize("kind", ["url", "tcp"])
-def test_start_while_the_old_service_still_serves_fails(tmp_path: Path, old_service: tuple[subprocess.Popen[bytes], int],
-                                                        kind: str, pidfile: str) -> None:
+def test_start_while_the_old_service_still_serves_fails(
+        tmp_path: Path, old_service: tuple[subprocess.Popen[bytes], int], kind: str, pidfile: str) -> None:
     proc, port = old_service
     if pidfile == "absent":
         (tmp_path / "svc.pid").unlink()
