@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from conftest import Example
 from pytest_release.checks.integrity import sha256_file
 from pytest_release.rollback.actions import ACTIONS, SHOWN_PROBLEMS, StepContext, StepResult, content_digest
 
@@ -618,3 +619,25 @@ def test_a_plan_rolls_back_from_a_broken_database_config_and_artifacts(
     assert revert["content_sha256"] == revert["restore_point_content_sha256"]
     verify = subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(evidence)], capture_output=True)
     assert verify.returncode == 0
+
+
+def test_the_example_recipe_with_a_stale_pidfile_while_the_old_release_serves(example: Example) -> None:
+    """The example's own stop and start steps, against the real example service whose pidfile
+    names a process that has ended: the stop says the service still answers, the start refuses to
+    start a second copy (it would die with "Address already in use" while the old one answers)."""
+    import yaml
+
+    plan = yaml.safe_load((example.project / "release-plan.yaml").read_text())
+    [service] = [p for p in plan["rollback"]["procedures"] if p["name"] == "service_rollback"]
+    stop, start = service["actions"]["stop"]["process_stop"], service["actions"]["start"]["process_start"]
+    pidfile = example.project / "var" / "service.pid"
+    serving = int(pidfile.read_text())
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pidfile.write_text(ended.stdout)
+    stopped = act("process_stop", example.project, **stop)
+    assert not stopped.passed and "the service still answers" in stopped.summary
+    assert f"served by pid {serving}" in stopped.summary
+    started = act("process_start", example.project, **start)
+    assert not started.passed and "already served by another process" in started.summary, started.summary
+    assert example.get("/version") == (200, {"version": "1.0.0"})
+    pidfile.write_text(f"{serving}\n")  # the fixture stops it
