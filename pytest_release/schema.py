@@ -62,11 +62,11 @@ def gate_check_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
     for name, params in properties.items():
         overrides = {k: v for k, v in kinds[name].params.items() if k != "required"}
         overrides["type"] = "object"
-        overrides["description"] = "parameters of this check to use against the previous release"
+        overrides["description"] = ("judge, skip, or a mapping of this check's parameters to use against the "
+                                    "previous release")
         params["properties"] = {
             **params.get("properties", {}),
-            "ready": {"type": "boolean", "description": "a readiness check: the gate's other checks start once it "
-                                                        "passed (default: true for a first check with retries)"},
+            "ready": {"type": "boolean"},
             "after_rollback": {
                 "description": "what the verify after a rollback does with this check: judge, skip, or a "
                                "mapping of parameters to use against the previous release",
