@@ -560,6 +560,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if rollback.outcome == "rolled_back":
             tr.write_line(f"ROLLED BACK{resumed}: {rollback.trigger}: every step passed and verify passed",
                           yellow=True, bold=True)
+            if rollback.steps and rollback.steps[-1].verdict == "passed":
+                tr.write_line(f"  verify: {redact(rollback.steps[-1].result.summary, plan.secrets)}")
         else:
             step = rollback.failed_step
             tr.write_line(f"ROLLBACK FAILED{resumed}: THE SYSTEM MAY BE INCONSISTENT", red=True, bold=True)
