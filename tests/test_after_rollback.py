@@ -166,6 +166,28 @@ def test_a_trigger_names_the_gates_its_verify_judges(pytester: pytest.Pytester, 
     assert record["summary"] == "1 check(s) of smoke pass again"
 
 
+@pytest.mark.parametrize(("kind", "params", "kept", "dropped"), [
+    ("compatibility", {"name": "v", "version": "==2.0.0", "path": "/v"}, {"name": "v", "path": "/v"}, ["version"]),
+    ("compatibility", {"previous": "old/"}, {"previous": "old/"}, []),
+    ("health", {"json": {"status": "ok", "version": "2.0.0"}}, {"json": {"status": "ok"}}, ["json.version"]),
+    ("health", {"json": {"build.version": "x", "db.schema_version": 7, "app.Version": "y"}}, {},
+     ["json.build.version", "json.db.schema_version", "json.app.Version"]),
+    ("health", {"json": {"release": "2.0.0", "n": 2}}, {"json": {"n": 2}}, ["json.release"]),
+    ("health", {"contains": "release 2.0.0 up", "path": "/"}, {"path": "/"}, ["contains"]),
+    ("health", {"contains": "up", "json": {"versions": ["a"]}}, {"contains": "up", "json": {"versions": ["a"]}},
+     []),
+    ("command", {"argv": ["check", "2.0.0"], "output": "2.0.0 installed"}, {"argv": ["check", "2.0.0"]},
+     ["output"]),
+    ("performance", {"p95": "250ms"}, {"p95": "250ms"}, []),
+])
+def test_what_pins_the_release_is_left_out_by_default(kind: str, params: dict[str, Any], kept: dict[str, Any],
+                                                       dropped: list[str]) -> None:
+    from pytest_release.rollback.expectations import unpin
+
+    assert unpin(kind, params, "2.0.0") == (kept, dropped)
+    assert unpin(kind, params, "")[1] == [d for d in dropped if d not in ("json.release", "contains", "output")]
+
+
 # -- (b) after a monitoring failure, the verify samples the metric that fired again -------------
 
 MONITORED = """\

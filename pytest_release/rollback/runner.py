@@ -93,8 +93,7 @@ def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) 
     def note(gate: Gate, name: str, verdict: str, summary: str, expectation: Expectation) -> None:
         counts[verdict] += 1
         how = "" if expectation.how == "judge" and expectation.why == "as written" else f" [{expectation.why}]"
-        lines.append(f"{'FAILED' if verdict == 'failed' else verdict.upper() if verdict == 'warning' else verdict}: "
-                     f"{name}: {summary}{how}")
+        lines.append(f"{ {'failed': 'FAILED', 'warning': 'WARNING'}.get(verdict, verdict)}: {name}: {summary}{how}")
         entries.append({"check": name, "gate": gate.name, "verdict": verdict, "summary": summary,
                         **expectation.record()})
 
