@@ -26,7 +26,7 @@ from .units import parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
 __all__ = ["Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target",
-           "Task", "Workflow", "load_plan", "target_kind"]
+           "Task", "Workflow", "load_plan", "merge_params", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_EVIDENCE = "evidence/release"
@@ -110,6 +110,11 @@ class CheckSpec:
     params: Mapping[str, Any]
     label: str
     mark: Mark
+    #: What the final verify after a rollback does with this check: ``None`` (the default: see
+    #: ``rollback.expectations``), ``"judge"`` (as written), ``"skip"``, or parameter overrides.
+    after_rollback: str | Mapping[str, Any] | None = None
+    #: A readiness check: the gate's other checks start only once it passed.
+    ready: bool = False
 
     def item_name(self, target: Target | None) -> str:
         """``health[api]``; a check without a target names what it runs (``command[migrate]``)."""
@@ -134,6 +139,8 @@ class Gate:
     mark: Mark
     #: How many of the gate's target checks run at once in one process.
     concurrency: int = 16
+    #: ``"judge"`` or ``"skip"``: the default of its checks' ``after_rollback`` (``None``: theirs).
+    after_rollback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,9 @@ class Trigger:
     timeout: float
     procedures: tuple[str, ...] | None
     mark: Mark
+    #: The validation gates its final verify re-judges (``None``: the failed ones, or the last
+    #: stage's for a manual or monitoring rollback).
+    verify: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -324,7 +334,10 @@ class Plan:
                            "targets": list(g.targets) if g.targets is not None else list(self.targets),
                            "stages": list(g.stages) if g.stages is not None
                            else [s.name for s in self.stages if s.validation],
-                           "checks": [{"kind": c.kind, "name": c.label, "params": dict(c.params)}
+                           "after_rollback": g.after_rollback,
+                           "checks": [{"kind": c.kind, "name": c.label, "params": dict(c.params),
+                                       "after_rollback": c.after_rollback if not isinstance(c.after_rollback, Mapping)
+                                       else dict(c.after_rollback), "ready": c.ready}
                                       for c in g.checks]}
                           for g in self.gates],
                 "metrics": (self.data.get("validation") or {}).get("metrics", []),
@@ -530,6 +543,7 @@ class _Semantics:
         self._targets()
         self._gates()
         self._references()
+        self._after_rollback()
         self._monitoring()
         self._analytics()
 
@@ -676,6 +690,39 @@ class _Semantics:
         if gates and "validation_gate" not in strategy_gates and isinstance(self.data.get("strategy"), dict):
             self.doc.add(("strategy", "gates"), "validation.gates are defined but strategy.gates has no "
                                                 "validation_gate, so they would never run")
+
+    def _after_rollback(self) -> None:
+        """A trigger's ``verify`` names validation gates; a check's ``after_rollback`` overrides,
+        merged into its parameters, must still be parameters of its kind."""
+        gates = [g.get("name") for _, g in _items(_section(self.data, "validation", "gates"))]
+        for ti, trigger in _items(_section(self.data, "rollback", "triggers")):
+            for gi, gname in enumerate(trigger.get("verify") or []):
+                if isinstance(gname, str) and gname not in gates:
+                    self.doc.add(("rollback", "triggers", ti, "verify", gi),
+                                 f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
+        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        for gi, gate in _items(_section(self.data, "validation", "gates")):
+            for ci, check in enumerate(gate.get("checks") or []):
+                if not (isinstance(check, dict) and len(check) == 1):
+                    continue
+                kind_name, params = next(iter(check.items()))
+                kind = self.kinds.get(kind_name)
+                if kind is None or not isinstance(params, dict) or not isinstance(params.get("after_rollback"), dict):
+                    continue
+                base = {k: v for k, v in params.items() if k not in ("after_rollback", "ready")}
+                merged = merge_params(base, params["after_rollback"])
+                where = ("validation", "gates", gi, "checks", ci, kind_name, "after_rollback")
+                for error in jsonschema.Draft202012Validator(kind.params).iter_errors(merged):
+                    self.doc.add(where, f"with these overrides the check's parameters are wrong: {error.message}")
+                    break
+                named = gate.get("targets") if isinstance(gate.get("targets"), list) else list(targets)
+                for tname in named:
+                    target = targets.get(tname) if isinstance(tname, str) else None
+                    if kind.param_problem and isinstance(target, dict) and target_kind(target) in kind.judges:
+                        problem = kind.param_problem(merged, target)
+                        if problem:
+                            self.doc.add(where, f"check {kind_name!r}: {problem}")
+                            break
 
     def _probe(self, name: str, entry: object, suffix: str) -> tuple[str | None, dict[str, Any]]:
         """The check kind and parameters a monitoring metric or task runs: ``entry`` (a check
@@ -846,6 +893,7 @@ class _Semantics:
                 stages=tuple(g["stages"]) if "stages" in g else None,
                 mark=self.doc.mark(("validation", "gates", gi)),
                 concurrency=g.get("concurrency", 16),
+                after_rollback=g.get("after_rollback"),
             ))
         metrics = self._metrics([g.name for g in gates])
         for index, gate in enumerate(gates):
@@ -863,7 +911,8 @@ class _Semantics:
         plan.triggers = {
             t["name"]: Trigger(t["name"], t.get("action", "rollback"), self.seconds(t.get("timeout", DEFAULT_TIMEOUT)),
                                tuple(t["procedures"]) if "procedures" in t else None,
-                               self.doc.mark(("rollback", "triggers", i)))
+                               self.doc.mark(("rollback", "triggers", i)),
+                               tuple(t["verify"]) if "verify" in t else None)
             for i, t in _items(_section(data, "rollback", "triggers"))
         }
         self._build_monitoring(plan, strategy_gates.get("monitoring_gate", {}))
@@ -944,9 +993,14 @@ class _Semantics:
         for ci, entry in enumerate(entries):
             kind, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
             params = dict(params or {})
+            after_rollback = params.pop("after_rollback", None)
+            # A gate's first check with retries waits for the service: the others wait for it.
+            ready = params.pop("ready", None)
+            ready = bool(ready) if ready is not None else ci == 0 and bool(params.get("retries"))
             label = f"{kind}-{params['name']}" if params.get("name") and kind != "command" else kind
-            specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,))))
-        return tuple(specs)
+            specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,)), after_rollback, ready))
+        # Readiness checks run first; the others keep the plan's order.
+        return tuple(sorted(specs, key=lambda s: not s.ready))
 
     def _metrics(self, gate_names: list[str]) -> dict[str, Metric]:
         """Validation metrics, each covering its ``gates`` (default: the gates named like it:
@@ -1002,6 +1056,19 @@ class _Semantics:
                 notes.append(f"analytics.analysis {entry.get('name')}: not analysed: its metric {mname} records "
                              "nothing")
         return notes
+
+
+def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A check's parameters with ``after_rollback`` overrides: a mapping merges key by key into the
+    mapping it overrides (``json: {version: 1.0.0}`` keeps the other JSON fields); any other value
+    replaces the one written."""
+    merged = dict(params)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_params(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def target_kind(spec: Mapping[str, Any]) -> str:

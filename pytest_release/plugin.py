@@ -391,9 +391,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if release.workflow_deadline is not None:
             deadline = min(deadline, release.workflow_deadline)
         item.stash[DEADLINE] = deadline
-        if not reason and not release.state.wait_for_others:
+        unready = None if reason else _not_ready(release, item)
+        if not reason and unready is None and not release.state.wait_for_others:
             _fan_out(release, item, deadline)
-        early = release.fanout.take(item.nodeid)
+        early = unready or release.fanout.take(item.nodeid)
         if early is not None:
             item.stash[EARLY] = early  # its runtest waits for it within the deadline
         elif hasattr(signal, "SIGALRM"):
@@ -456,14 +457,24 @@ def _watch(config: pytest.Config, window: GateWindow, gate_id: str) -> None:
     show(final=True)
 
 
+def _not_ready(release: Run, item: CheckItem) -> Any:
+    """A failed readiness check of the item's gate holds back its other checks (see fanout)."""
+    if item.spec.ready or not any(c.ready for c in item.gate.checks):
+        return None
+    return release.fanout.not_ready(item.gate_id, lambda: [i.nodeid for i in release.items if i.stage is item.stage
+                                                           and i.gate is item.gate and i.spec.ready],
+                                    release.state, item.gate.timeout)
+
+
 def _fan_out(release: Run, item: CheckItem, deadline: float) -> None:
-    """On the gate's first item, start the checks of all its target items at once (see fanout)."""
-    if not item.kind.judges or item.gate.concurrency <= 1 or item.kind.run is None:
+    """On the gate's first item after its readiness checks, start the checks of all its target
+    items at once (see fanout)."""
+    if not item.kind.judges or item.gate.concurrency <= 1 or item.kind.run is None or item.spec.ready:
         return
     if release.fanout.started((item.stage.name, item.gate.name)):
         return
     same = [i for i in release.items if i.stage is item.stage and i.gate is item.gate and i.kind.judges
-            and i.kind.run is not None]
+            and i.kind.run is not None and not i.spec.ready]
     if len(same) < 2:
         return
     for other in same:
@@ -549,6 +560,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if rollback.outcome == "rolled_back":
             tr.write_line(f"ROLLED BACK{resumed}: {rollback.trigger}: every step passed and verify passed",
                           yellow=True, bold=True)
+            if rollback.steps and rollback.steps[-1].verdict == "passed":
+                tr.write_line(f"  verify: {redact(rollback.steps[-1].result.summary, plan.secrets)}")
         else:
             step = rollback.failed_step
             tr.write_line(f"ROLLBACK FAILED{resumed}: THE SYSTEM MAY BE INCONSISTENT", red=True, bold=True)

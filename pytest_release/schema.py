@@ -15,7 +15,7 @@ from .checks.base import CheckKind
 from .rollback.actions import ACTIONS, ActionKind
 from .units import DURATION_SCHEMA, THRESHOLD_SCHEMA
 
-__all__ = ["NAME_PATTERN", "plan_schema"]
+__all__ = ["NAME_PATTERN", "gate_check_schema", "plan_schema"]
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 
@@ -53,6 +53,29 @@ def check_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
             "properties": {k: _nullable(kinds[k].params) for k in names_},
         },
     }
+
+
+def gate_check_schema(kinds: Mapping[str, CheckKind]) -> dict[str, Any]:
+    """A check of a validation gate: its kind's parameters, plus ``ready`` and ``after_rollback``."""
+    schema = check_schema(kinds)
+    properties = schema["else"]["properties"]
+    for name, params in properties.items():
+        overrides = {k: v for k, v in kinds[name].params.items() if k != "required"}
+        overrides["type"] = "object"
+        overrides["description"] = ("judge, skip, or a mapping of this check's parameters to use against the "
+                                    "previous release")
+        params["properties"] = {
+            **params.get("properties", {}),
+            "ready": {"type": "boolean"},
+            "after_rollback": {
+                "description": "what the verify after a rollback does with this check: judge, skip, or a "
+                               "mapping of parameters to use against the previous release",
+                "if": {"type": "string"},
+                "then": {"enum": ["judge", "skip"], "description": "judge (as written) or skip"},
+                "else": overrides,
+            },
+        }
+    return schema
 
 
 def _nullable(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +129,9 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
     trigger = _obj({"name": {"enum": ["validation_failure", "monitoring_failure", "manual_trigger"],
                              "description": "a trigger"},
                     "action": {"enum": ["rollback", "notify"], "description": "a trigger action"},
-                    "timeout": duration, "procedures": names}, ("name",))
+                    "timeout": duration, "procedures": names,
+                    "verify": {**names, "description": "the validation gates its final verify re-judges"}},
+                   ("name",))
     action = action_schema(actions)
     step = {"if": {"type": "string"}, "then": name,
             "else": {"type": "object", "minProperties": 1, "maxProperties": 1,
@@ -119,13 +144,15 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
     gate = _obj(
         {
             "name": name,
-            "checks": {**_list_of(check_schema(kinds)), "minItems": 1},
+            "checks": {**_list_of(gate_check_schema(kinds)), "minItems": 1},
             "timeout": duration,
             "required": {"type": "boolean"},
             "targets": names,
             "stages": names,
             "concurrency": {"type": "integer", "minimum": 1, "maximum": 256,
                             "description": "how many of the gate's checks run at once (default 16)"},
+            "after_rollback": {"enum": ["judge", "skip"],
+                               "description": "what the verify after a rollback does with the gate's checks"},
             "description": {"type": "string"},
         },
         ("name", "checks"),

@@ -5,12 +5,16 @@ until killed. Modes:
 
 * ``http``: ``/healthz`` answers 200 ``{"status": "ok", "version": "1.2.3"}``, ``/fail`` 503,
   ``/slow`` after 0.3 s, ``/delay?ms=N`` after N ms, ``/version`` ``{"version": "1.2.3"}``,
+  ``/version?file=PATH`` the version written in the file PATH (the release deployed now),
+  ``/unless?file=PATH`` 503 while the file PATH exists,
   anything else 404 (keep-alive, Nagle disabled). Every answer carries
   ``X-Content-Type-Options: nosniff``.
 * ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files), plus
   ``Strict-Transport-Security``.
 * ``insecure``: like ``http`` but without security headers, with ``/.git/config`` and ``/.env``
   served (200) and ``/version`` reporting ``0.9.1``.
+* ``late FILE SECONDS``: like ``http``, but it starts listening only ``SECONDS`` after ``FILE``
+  exists (a deploy that returns before its service answers): until then a connection is refused.
 * ``hang``: accepts connections and never answers.
 * ``trickle``: answers with headers, then one byte of body every 0.2 s, forever.
 * ``slow-headers``: answers with a status line, then one byte of a header every 0.2 s, forever
@@ -69,6 +73,10 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/unless?file="):  # a fault switch: 503 while the file exists
             fault = os.path.exists(urllib.parse.unquote(self.path.partition("=")[2]))
             self._send(503 if fault else 200, {"status": "fault" if fault else "ok"})
+        elif self.path.startswith("/version?file="):  # the version of the release deployed now
+            with open(urllib.parse.unquote(self.path.partition("=")[2])) as current:
+                version = current.read().strip()
+            self._send(200, {"version": version, "build": {"version": version}})
         elif self.path == "/version":
             self._send(200, {"version": self.version, "build": {"version": self.version}})
         elif self.exposed and self.path in ("/.git/config", "/.env"):
@@ -137,7 +145,23 @@ HOSTILE = {
 }
 
 
+def late(go: str, seconds: str) -> None:
+    with socket.socket() as sock:  # a free port, closed again: nothing listens there yet
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    print(port, flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    time.sleep(float(seconds))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
 def main(mode: str, *tls: str) -> None:
+    if mode == "late":
+        late(*tls)
+        return
     if mode in ("http", "https", "insecure"):
         handler: type[Handler] = Handler
         if mode == "https":

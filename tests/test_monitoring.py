@@ -180,6 +180,15 @@ def test_monitoring_failure_after_the_deploy_rolls_back(pytester: pytest.Pyteste
     assert alert["fired"] is True and alert["samples_detail"][-1]["good"] is False
     trigger = _records(root, "rollback/triggers")
     assert any(r.get("trigger") == "monitoring_failure" for r in trigger.values()), trigger
+    # The verify judged the last stage's gates and sampled the metric that fired again, against the
+    # service the rollback started: it passes now.
+    run = (root / "LATEST").read_text().strip()
+    verify = json.loads((root / "rollback" / "procedures" / run / "verify.json").read_text())
+    judged = {e["check"]: e for e in verify["measured"]["after_rollback"]}
+    metric = judged[f"monitoring_gate::metric[service_{fired.group(1)}]"]
+    assert metric["verdict"] == "passed", metric
+    assert metric["summary"].startswith(f"sampled again after the rollback: service_{fired.group(1)}: ")
+    assert judged["service_validation::health[api]"]["verdict"] == "passed"
 
 
 def test_monitoring_window_under_xdist_runs_once(pytester: pytest.Pytester, write_plan: PlanWriter,

@@ -92,7 +92,7 @@ class RollbackController:
         trigger = self.plan.triggers.get("monitoring_failure")
         if alerts and trigger is not None and trigger.action == "rollback":
             self._run(trigger, f"monitoring failed after the release was deployed: {'; '.join(alerts)}{suffix}",
-                      self._last_stage_gates())
+                      self._last_stage_gates(), verify_metrics=self.failed_metrics())
 
     def failed_gates(self) -> list[tuple[str, Gate]]:
         """Required validation gates that failed in stages where the release is deployed."""
@@ -116,6 +116,13 @@ class RollbackController:
         return [f"{o.stage}::{o.name}: {o.summary}" for o in self.recorder.outcomes.values()
                 if o.verdict == "failed" and o.stage in deployed and o.gate == "monitoring_gate"]
 
+    def failed_metrics(self) -> list[str]:
+        """The monitoring metrics behind failed_monitoring(): the final verify samples them again."""
+        deployed = {s.name for s in self.plan.stages if s.deployed}
+        names = [str(o.params.get("metric")) for o in self.recorder.outcomes.values()
+                 if o.verdict == "failed" and o.stage in deployed and o.gate == "monitoring_gate"]
+        return list(dict.fromkeys(names))
+
     def _last_stage_gates(self) -> list[Gate]:
         stages = [s for s in self.plan.stages if s.validation]
         return self.plan.gates_in(stages[-1]) if stages else []
@@ -126,7 +133,7 @@ class RollbackController:
     # -- how -------------------------------------------------------------------------------------
 
     def _run(self, trigger: Trigger, reason: str, verify_gates: Sequence[Gate], *,
-             resume: Unfinished | None = None) -> RollbackResult:
+             resume: Unfinished | None = None, verify_metrics: Sequence[str] = ()) -> RollbackResult:
         self.ran = True
         procedures, why = select_procedures(self.plan, trigger, [g.name for g in verify_gates])
         journal = resume.journal if resume else Journal(self.tree.path("rollback/procedures", "journal.jsonl"))
@@ -140,7 +147,7 @@ class RollbackController:
             self.plan, trigger, f"{reason} ({why})" if reason else why, procedures, verify_gates,
             journal=journal, run_id=self.tree.run_id,
             judge=lambda gates: judge_gates(self.plan, self.kinds, gates),
-            call_hook=hook_caller(self.config), report=self._report, resume=resume)
+            call_hook=hook_caller(self.config), report=self._report, resume=resume, verify_metrics=verify_metrics)
         self.recorder.record_rollback(result, journal.path)
         return result
 

@@ -7,23 +7,30 @@ into a test report) and a ``verify`` callback (judges validation gates again).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from ..deadline import call_with_deadline
-from ..plan import READINESS, Gate, Plan, Procedure, Step, Trigger
+from ..metrics import metric_kind
+from ..monitoring import MetricRun, Progress
+from ..plan import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure, Step, Trigger
 from ..units import format_duration
 from .actions import ACTIONS, StepContext, StepResult
+from .expectations import Expectation, after_rollback
 from .journal import Journal, Unfinished
 
-__all__ = ["FINAL_VERIFY", "RollbackResult", "StepOutcome", "judge_gates", "readiness", "readiness_kind",
-           "run_rollback", "select_procedures"]
+__all__ = ["FINAL_VERIFY", "RollbackResult", "StepOutcome", "judge_gates", "monitoring_verify_gate", "readiness",
+           "readiness_kind", "run_rollback", "select_procedures"]
 
 FINAL_VERIFY = "verify"
+#: How many rounds of a monitoring metric the final verify samples after a monitoring failure.
+VERIFY_ROUNDS = 3
 #: How long past its deadline a check or action may run before the rollback stops waiting for it.
 GRACE = 1.0
 
@@ -73,42 +80,146 @@ def select_procedures(plan: Plan, trigger: Trigger, failed_gates: Sequence[str])
 
 
 def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) -> StepResult:
-    """Run the checks of ``gates`` again, in this process, each gate within its budget."""
+    """Run the checks of ``gates`` again, in this process, each gate within its budget, with what
+    must hold after a rollback (``after_rollback``, see ``expectations``): a check may be skipped
+    or judged with the previous release's parameters. A failure in a gate with ``required: false``
+    warns. A gate's readiness checks run first; when one fails, the others are not run. A
+    monitoring metric (after a monitoring failure) is sampled for a few rounds."""
     lines: list[str] = []
-    failed = 0
-    total = 0
+    entries: list[dict[str, Any]] = []
+    counts = dict.fromkeys(("passed", "failed", "warning", "skipped", "not checked"), 0)
+    judged_plan = replace(plan, gates=[_as_judged(g, plan.version) for g in plan.gates])
+
+    def note(gate: Gate, name: str, verdict: str, summary: str, expectation: Expectation) -> None:
+        counts[verdict] += 1
+        how = "" if expectation.how == "judge" and expectation.why == "as written" else f" [{expectation.why}]"
+        lines.append(f"{ {'failed': 'FAILED', 'warning': 'WARNING'}.get(verdict, verdict)}: {name}: {summary}{how}")
+        entries.append({"check": name, "gate": gate.name, "verdict": verdict, "summary": summary,
+                        **expectation.record()})
+
     for gate in gates:
         deadline = time.monotonic() + gate.timeout
+        not_ready: str | None = None
         for spec in gate.checks:
+            if spec.kind == MONITOR:
+                name = f"{gate.name}::{spec.item_name(None)}"
+                result = _sample_metric(plan, kinds, spec.params["metric"],
+                                        min(deadline, float(spec.params.get("until", deadline))))
+                verdict = "passed" if result.passed else "failed" if gate.required else "warning"
+                note(gate, name, verdict, result.summary,
+                     Expectation("judge", spec.params, "a short sample of the monitoring metric that failed"))
+                lines.extend(f"  {line}" for line in result.details[:5])
+                continue
             kind = kinds[spec.kind]
+            targets = plan.targets_for(gate, spec, kinds) if kind.judges else [None]
+            expectation = after_rollback(gate, spec, plan.version)
+            if expectation.how == "skip":
+                for target in targets:
+                    note(gate, f"{gate.name}::{spec.item_name(target)}", "skipped", "not judged again", expectation)
+                continue
             if kind.run is None:
                 lines.append(f"not checked: {gate.name}::{spec.label} ({spec.kind} is not run by this version)")
+                counts["not checked"] += 1
                 continue
-            targets = plan.targets_for(gate, spec, kinds) if kind.judges else [None]
+            run = metric_kind(judged_plan, kinds).run if spec.kind == METRIC else kind.run
+            assert run is not None
             for target in targets:
-                ctx = CheckContext(kind=spec.kind, params=spec.params, target=target, base_dir=plan.base_dir,
-                                   gate=f"rollback::{gate.name}", budget=gate.timeout, deadline=deadline,
-                                   targets=plan.targets)
                 name = f"{gate.name}::{spec.item_name(target)}"
-                run = kind.run
-                finished, result, error = call_with_deadline(lambda: run(ctx), ctx.remaining() + GRACE)
-                if isinstance(error, NotBuilt):
-                    lines.append(f"not checked: {name}: {error}")
-                    continue
-                if not finished or error is not None or result is None:
-                    why = (f"did not finish within the {format_duration(gate.timeout)} budget of gate {gate.name}"
-                           if not finished else f"{type(error).__name__}: {error}")
-                    result = CheckResult(False, why)
-                total += 1
-                failed += not result.passed
-                lines.append(f"{'passed' if result.passed else 'FAILED'}: {name}: {result.summary}")
+                if not_ready is not None and not spec.ready:
+                    result = CheckResult(False, f"not run: the service never became ready ({not_ready})")
+                else:
+                    ctx = CheckContext(kind=spec.kind, params=expectation.params, target=target,
+                                       base_dir=plan.base_dir, gate=f"rollback::{gate.name}", budget=gate.timeout,
+                                       deadline=deadline, targets=plan.targets)
+                    finished, result, error = call_with_deadline(lambda: run(ctx), ctx.remaining() + GRACE)
+                    if isinstance(error, NotBuilt):
+                        lines.append(f"not checked: {name}: {error}")
+                        counts["not checked"] += 1
+                        continue
+                    if not finished or error is not None or result is None:
+                        why = (f"did not finish within the {format_duration(gate.timeout)} budget of gate {gate.name}"
+                               if not finished else f"{type(error).__name__}: {error}")
+                        result = CheckResult(False, why)
+                if spec.ready and not result.passed and not_ready is None:
+                    not_ready = f"{spec.item_name(target)} failed: {result.summary}"
+                verdict = "passed" if result.passed else "failed" if gate.required else "warning"
+                note(gate, name, verdict, result.summary, expectation)
+    return _verify_result(gates, counts, lines, entries)
+
+
+def _verify_result(gates: Sequence[Gate], counts: dict[str, int], lines: list[str],
+                   entries: list[dict[str, Any]]) -> StepResult:
     names = ", ".join(g.name for g in gates) or "no gate"
+    total = counts["passed"] + counts["failed"] + counts["warning"]
+    measured: dict[str, Any] = {"checks": total, "failed": counts["failed"], "warnings": counts["warning"],
+                                "skipped": counts["skipped"], "after_rollback": entries}
+    notes = []
+    if counts["warning"]:
+        notes.append(f"{counts['warning']} warning(s) (required: false)")
+    if counts["skipped"]:
+        notes.append(f"{counts['skipped']} not judged again (after_rollback: skip)")
+    other = sum(1 for e in entries if e["after_rollback"] in ("override", "unpinned"))
+    if other:
+        notes.append(f"{other} judged with the previous release's expectations")
+    tail = "".join(f"; {n}" for n in notes)
     if total == 0:
-        return StepResult(False, f"nothing to verify: no check of {names} could run", lines)
-    if failed:
-        return StepResult(False, f"{failed} of {total} check(s) of {names} still fail", lines,
-                          {"checks": total, "failed": failed})
-    return StepResult(True, f"{total} check(s) of {names} pass again", lines, {"checks": total, "failed": 0})
+        if counts["skipped"] and not counts["not checked"]:
+            return StepResult(True, f"nothing to judge again: every check of {names} says after_rollback: skip",
+                              lines, measured)
+        return StepResult(False, f"nothing to verify: no check of {names} could run", lines, measured)
+    if counts["failed"]:
+        return StepResult(False, f"{counts['failed']} of {total} check(s) of {names} still fail{tail}", lines,
+                          measured)
+    return StepResult(True, f"{counts['passed']} check(s) of {names} pass again{tail}", lines, measured)
+
+
+def _as_judged(gate: Gate, version: str) -> Gate:
+    """``gate`` with the parameters its checks are judged with after a rollback (skipped checks
+    left out): what a validation metric samples during the verify."""
+    checks = []
+    for spec in gate.checks:
+        expectation = after_rollback(gate, spec, version)
+        if expectation.how != "skip":
+            checks.append(replace(spec, params=expectation.params))
+    return replace(gate, checks=tuple(checks))
+
+
+def monitoring_verify_gate(plan: Plan, metrics: Sequence[str], until: float) -> Gate | None:
+    """The monitoring metrics to sample again in the final verify (those that failed), as a gate."""
+    known = [plan.monitors[m] for m in metrics if m in plan.monitors]
+    if not known:
+        return None
+    required, budget = plan.strategy_gates.get("monitoring_gate", (True, 0.0))
+    longest = max((VERIFY_ROUNDS - 1) * m.interval + min(m.interval, budget or m.interval) for m in known)
+    tasks = max((t.timeout for t in plan.tasks), default=0.0)
+    checks = tuple(CheckSpec(MONITOR, {"metric": m.name, "until": until}, "metric", m.mark) for m in known)
+    return Gate("monitoring_gate", checks, len(known) * (longest + tasks) + 1.0, required, None, None, known[0].mark)
+
+
+def _sample_metric(plan: Plan, kinds: dict[str, CheckKind], name: str, deadline: float) -> CheckResult:
+    """A short sample of monitoring metric ``name``: ``VERIFY_ROUNDS`` rounds of its source (and
+    of the tasks that count for it) at its interval, judged as its window is (threshold, alerts),
+    ending by ``deadline``."""
+    metric = plan.monitors[name]
+    first = next(iter(plan.monitors))
+    tasks = [t for t in plan.tasks if t.metric == name or (t.metric is None and name == first)]
+    pool = ThreadPoolExecutor(max_workers=4 + 2 * len(tasks), thread_name_prefix="pytest-release-verify")
+    sampler = MetricRun(plan, kinds, "rollback::monitoring_gate", metric, tasks, threading.Event(),
+                        Progress([name]), pool)
+    span = min((VERIFY_ROUNDS - 1) * metric.interval + 0.001,
+               deadline - time.monotonic() - sampler.sample_budget)
+    if span <= 0:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return CheckResult(False, f"{name}: not sampled: the verify's budget was used up")
+    sampler.window = span
+    limit = span + max(sampler.sample_budget, *(t.timeout for t in tasks), 0) + GRACE + 1
+    finished, result, error = call_with_deadline(sampler.run, limit)
+    pool.shutdown(wait=False, cancel_futures=True)
+    if not finished or error is not None or result is None:
+        return CheckResult(False, f"{name}: the sample did not finish" if not finished
+                           else f"{name}: {type(error).__name__}: {error}")
+    result.summary = f"sampled again after the rollback: {result.summary}"
+    return result
 
 
 def readiness(plan: Plan, procedure: Procedure, *, take_backups: bool,
@@ -158,19 +269,25 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
                  verify_gates: Sequence[Gate], *, journal: Journal, run_id: str,
                  judge: Callable[[Sequence[Gate]], StepResult],
                  call_hook: Callable[[StepContext], StepResult | None] | None,
-                 report: Callable[[StepOutcome], None], resume: Unfinished | None = None) -> RollbackResult:
-    """Run ``procedures`` (or resume ``resume``) and the final verify; report every step."""
+                 report: Callable[[StepOutcome], None], resume: Unfinished | None = None,
+                 verify_metrics: Sequence[str] = ()) -> RollbackResult:
+    """Run ``procedures`` (or resume ``resume``) and the final verify; report every step. The
+    final verify judges ``verify_gates`` again (or the gates the trigger's ``verify`` names) and
+    samples the monitoring metrics ``verify_metrics`` (those that failed) again."""
     gates_by_name = {g.name: g for g in plan.gates}
     by_name = {p.name: p for p in plan.procedures}
     if resume is None:
+        if trigger.verify is not None:
+            verify_gates = [gates_by_name[n] for n in trigger.verify]
         keys = [s.id for p in procedures for s in p.steps] + [FINAL_VERIFY]
         journal.append("rollback_start", run_id=run_id, trigger=trigger.name, reason=reason,
                        procedures=[p.name for p in procedures], verify_gates=[g.name for g in verify_gates],
-                       steps=keys)
+                       verify_metrics=list(verify_metrics), steps=keys)
         done: set[str] = set()
     else:
         procedures = [by_name[n] for n in resume.start["procedures"]]
         verify_gates = [gates_by_name[n] for n in resume.start.get("verify_gates", []) if n in gates_by_name]
+        verify_metrics = resume.start.get("verify_metrics", [])
         reason = resume.start.get("reason", reason)
         done = resume.completed
         journal.append("rollback_resume", run_id=run_id, completed=sorted(done))
@@ -204,7 +321,8 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
                             StepResult(True, f"completed by run {result.resumed_from} before it was interrupted"),
                             now, now)
     else:
-        final = _final_verify(verify_gates, judge, journal, trigger_deadline)
+        metrics = monitoring_verify_gate(plan, verify_metrics, trigger_deadline)
+        final = _final_verify([*verify_gates, *([metrics] if metrics else [])], judge, journal, trigger_deadline)
     result.steps.append(final)
     report(final)
     if final.verdict == "failed":
