@@ -185,8 +185,9 @@ def load_signer(value: str, base: Path, env: Mapping[str, str] | None = None) ->
         hint = " (that is a public key: signing needs the private one)" if b"PUBLIC KEY" in data else ""
         raise KeyProblem(f"{where}: not a PEM private key{hint}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyProblem(f"{where}: a {type(key).__name__.removeprefix('_')} key; runs are signed with "
-                         "Ed25519 keys (python -m pytest_release keygen DIR makes one)")
+        kind = type(key).__name__.removeprefix("_").removesuffix("PrivateKey") or "another kind"
+        raise KeyProblem(f"{where}: not an Ed25519 key ({kind}); runs are signed with Ed25519 keys "
+                         "(python -m pytest_release keygen DIR makes one)")
     return Signer(key, _keyid(key.public_key()), secret)
 
 

@@ -114,7 +114,7 @@ def _verify(root: Path, only: str | None, key: Verifier | None, head: str | None
             result.problems.append(
                 f"LATEST: when run {run.run_id} sealed, LATEST held {str(run.manifest['latest_found'])[:80]!r}, not "
                 "the head of the chain: it was changed outside pytest-release (or a run died while sealing)")
-    order = _chain(runs, result)
+    order = _chain(runs, result, bool(unreadable))
     _check_latest(root, runs, order, result)
     _check_unlisted(root, runs, unreadable, result)
     _check_signatures(root, runs, order, key, require_signature, result)
@@ -187,8 +187,9 @@ def _check_link(root: Path, run: _Run, runs: dict[str, _Run], unreadable: dict[s
                                    f"{state}")
 
 
-def _chain(runs: dict[str, _Run], result: Verification) -> list[str]:
-    """The runs from the root to the head, when they form one chain; each fault as a problem."""
+def _chain(runs: dict[str, _Run], result: Verification, partial: bool) -> list[str]:
+    """The runs from the root to the head, when they form one chain; each fault as a problem
+    (``partial``: some manifests do not parse, so heads and roots cannot be counted)."""
     followers: dict[str, list[str]] = {}
     for run in runs.values():
         if run.previous is not None:
@@ -198,6 +199,8 @@ def _chain(runs: dict[str, _Run], result: Verification) -> list[str]:
             result.problems.append(f"fork: runs {', '.join(sorted(after))} all follow run {previous}")
     roots = sorted(r.run_id for r in runs.values() if r.previous is None)
     heads = sorted(r for r in runs if r not in followers)
+    if partial:
+        return []
     if len(roots) > 1:
         result.problems.append(f"chain: {len(roots)} roots (runs that follow no earlier run): {', '.join(roots)}")
     if len(heads) > 1:
