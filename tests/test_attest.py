@@ -341,35 +341,38 @@ def test_malformed_manifest_is_a_problem_line_not_a_traceback(name: str, trees: 
     assert not any(line.startswith("extra: ") for line in lines), done.stdout  # said once, not per file
 
 
-def _barrier_plan(go: Path) -> str:
-    wait = f"import os, time\\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\\nprint('ok')"
-    return plan_with(f"""\
-    - name: tools
-      checks: [{{command: {{argv: [python, -c, "{wait}"], output: ok, name: barrier}}}}]
-    """, timeout="120")
+#: A project's conftest.py that holds each run just before it seals (the recorder seals after every
+#: other pytest_sessionfinish) until all six runs are there: they then seal at the same moment.
+BARRIER = """\
+import os, time
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    os.makedirs("arrived", exist_ok=True)
+    open(os.path.join("arrived", str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 90
+    while len(os.listdir("arrived")) < 6 and time.monotonic() < deadline:
+        time.sleep(0.002)
+"""
 
 
 def test_six_concurrent_runs_give_one_linear_signed_chain(tmp_path: Path, trees: dict[bool, Tree]) -> None:
-    """Six real pytest runs wait at a barrier, are let go at once, and seal at the same moment."""
-    go = tmp_path / "go"
-    project = _project(tmp_path / "p", _barrier_plan(go))
+    """Six real pytest runs into one evidence directory reach their seal together."""
+    project = _project(tmp_path / "p")
+    (project / "conftest.py").write_text(BARRIER)
     evidence, keys = project / "evidence", trees[True].keys
-    procs = [subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
-                               "-p", "no:cacheprovider", "--release-evidence-dir", str(evidence), "--rootdir", str(project),
-                               "--release-sign-key", str(keys / "release-signing-key.pem")],
-                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-p", "no:cacheprovider",
+               "--rootdir", str(project), "--release-evidence-dir", str(evidence),
+               "--release-sign-key", str(keys / "release-signing-key.pem")]
+    procs = [subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(6)]
-    deadline = time.monotonic() + 60
-    while len(list(evidence.glob("runs/*"))) < 6:  # every run is at the barrier
-        assert time.monotonic() < deadline, "the runs never started"
-        time.sleep(0.05)
-    go.write_text("go")
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, outputs
     manifests = [json.loads(p.read_text()) for p in evidence.glob("runs/*/manifest.json")]
     assert len(manifests) == 6
     previous = [m["previous"]["run_id"] if m["previous"] else None for m in manifests]
-    assert previous.count(None) == 1 and len(set(previous)) == 6  # one root, no fork
+    assert previous.count(None) == 1 and len(set(previous)) == 6, previous  # one root, no fork
     done = _verify(evidence, "--key", str(keys / "release-signing-key.pub.pem"), "--require-signature")
     assert done.returncode == 0 and "OK: 6 run(s) verified" in done.stdout, done.stdout
     assert "6 signature(s) checked" in done.stdout
