@@ -88,7 +88,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(line)
     if result.head is not None:
         print(f"head: run {result.head[0]}, manifest sha256 {result.head[1]}")
-    runs = ", ".join(result.runs) or "none"
+    runs = ", ".join(result.runs if len(result.runs) < 5 else [result.runs[0], "...", result.runs[-1]]) or "none"
     if not result.ok:
         print(f"FAILED: {len(result.problems)} problem(s) in {args.evidence_dir} (runs checked: {runs})")
         return 1

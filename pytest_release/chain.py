@@ -51,6 +51,8 @@ class Verification:
     notes: list[str] = field(default_factory=list)
     head: tuple[str, str] | None = None  # (run id, manifest sha256)
     signed: int = 0  # runs whose signature was checked and holds
+    #: Each listed file's SHA-256 as found (``None``: missing), hashed once for both checks.
+    found: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -145,9 +147,10 @@ def _sha(path: Path) -> str | None:
 def _check_files(root: Path, run: _Run, result: Verification) -> None:
     for rel, want in run.manifest["files"].items():
         path = root / rel
-        if not path.is_file():
+        got = result.found[rel] = _sha(path) if path.is_file() else None
+        if got is None:
             result.problems.append(f"missing: {rel}")
-        elif sha256_path(path) != want:
+        elif got != want:
             result.problems.append(f"changed: {rel}{_unparsable(path)}")
 
 
@@ -293,13 +296,13 @@ def _check_signatures(root: Path, runs: dict[str, _Run], order: list[str], key: 
         if not run.envelope.is_file():
             result.problems.append(f"missing: {RUNS}/{run.run_id}/{run.envelope.name} (the run was signed)")
     if key is None:
+        why = "no signature was checked: pass --key PUBLIC.pem" if signed else "the runs are not signed"
         if signed:
-            result.notes.append(f"note: {len(signed)} run(s) carry a signature that was not checked: "
-                                "pass --key PUBLIC.pem")
+            result.notes.append(f"note: {len(signed)} run(s) carry a signature that was not checked")
         if runs:
             result.notes += [
                 "unsigned: cannot tell whether a run's files were rewritten together with its manifest and "
-                "the manifests after it (nothing here binds the runs to whoever sealed them)",
+                f"the manifests after it ({why})",
                 "unsigned: cannot tell whether a run was forged and chained after the latest real one",
                 "unsigned evidence proves that the runs form one unbroken chain and that every file is as its "
                 "run sealed it: it catches accidents and careless edits, not someone who can write this "
@@ -349,12 +352,14 @@ def _check_signature(root: Path, run: _Run, key: Verifier, result: Verification,
         result.problems.append(f"signature: {manifest_rel} is not the manifest that was signed "
                                "(it was rewritten after the run sealed)")
     for rel, want in sorted(run.manifest["files"].items()):
+        got = result.found[rel] if rel in result.found else _sha(root / rel)
         if rel not in subjects:
             result.problems.append(f"signature: {rel} is not among the files run {run.run_id} signed")
-        elif subjects[rel] != want or _sha(root / rel) not in (None, subjects[rel]):
+        elif subjects[rel] != want or got not in (None, subjects[rel]):
             result.problems.append(f"signature: {rel} was changed after run {run.run_id} signed it")
-    predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
-    chain = predicate.get(CHAIN_FIELD) if isinstance(predicate.get(CHAIN_FIELD), dict) else {}
+    predicate = statement.get("predicate")
+    chain = predicate.get(CHAIN_FIELD) if isinstance(predicate, dict) else None
+    chain = chain if isinstance(chain, dict) else {}
     if chain.get("runId") != run.run_id or chain.get("previous") != chain_link(run.manifest.get("previous")):
         result.problems.append(f"signature: run {run.run_id}: the signed chain link differs from its manifest's")
     if len(result.problems) == before:
