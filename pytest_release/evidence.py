@@ -5,9 +5,11 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
 
     EVIDENCE/
       LATEST                                   the id of the latest sealed run
+      LOCK                                     the advisory lock that serializes sealing
       analytics/history.sqlite                 the history store (analytics), updated by every run
       runs/RUN_ID/manifest.json                SHA-256 of every file the run wrote, run metadata,
                                                and the hash of the previous run's manifest
+      runs/RUN_ID/attestation.intoto.jsonl     a signed run's DSSE envelope (see attest)
       runs/RUN_ID/summary.json, junit.xml, report.html
       strategy/RUN_ID/stages.json              the stages in order, with their verdicts
       config/RUN_ID/plan.yaml, effective.json  the plan as written and as used
@@ -21,6 +23,7 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
       automation/{tasks,workflows,config}/RUN_ID/...
 
 Files are written atomically (a temporary file, then a link or rename) and never overwritten.
+``chain.verify_tree`` checks the tree whole.
 """
 
 from __future__ import annotations

@@ -240,6 +240,8 @@ CASES = {
     "fork: LATEST moved back, then a new run": Case(_latest_back_then_new_run, says="fork: runs * all follow run *"),
     "LATEST garbled, a new run, every earlier run deleted": Case(
         _garble_latest_new_run_delete_earlier, says="broken chain: *: previous manifest * is missing"),
+    "empty run folder added": Case(lambda t: (t.evidence / "runs" / "20991231T235959Z-f0f0f0").mkdir(),
+                                   says="extra: runs/20991231T235959Z-f0f0f0/ (a run folder that no manifest lists)"),
     ".tmp file added in a run folder": Case(
         lambda t: (t.evidence / "runs" / t.runs[1] / ".summary.json.123.tmp").write_text("{}"),
         says="extra: runs/*/.summary.json.123.tmp"),
