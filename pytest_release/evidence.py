@@ -5,9 +5,11 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
 
     EVIDENCE/
       LATEST                                   the id of the latest sealed run
+      LOCK                                     the advisory lock that serializes sealing
       analytics/history.sqlite                 the history store (analytics), updated by every run
       runs/RUN_ID/manifest.json                SHA-256 of every file the run wrote, run metadata,
                                                and the hash of the previous run's manifest
+      runs/RUN_ID/attestation.intoto.jsonl     a signed run's DSSE envelope (see attest)
       runs/RUN_ID/summary.json, junit.xml, report.html
       strategy/RUN_ID/stages.json              the stages in order, with their verdicts
       config/RUN_ID/plan.yaml, effective.json  the plan as written and as used
@@ -21,6 +23,7 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
       automation/{tasks,workflows,config}/RUN_ID/...
 
 Files are written atomically (a temporary file, then a link or rename) and never overwritten.
+``chain.verify_tree`` checks the tree whole.
 """
 
 from __future__ import annotations
@@ -31,13 +34,19 @@ import os
 import re
 import secrets as _random
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FOLDERS", "EvidenceTree", "VerifyResult", "new_run_id", "sha256_path", "utc_iso", "verify_tree"]
+if TYPE_CHECKING:
+    from .attest import Signer
+
+__all__ = ["FOLDERS", "EvidenceTree", "SealError", "new_run_id", "read_manifest", "seal_lock", "sha256_path",
+           "utc_iso"]
 
 FOLDERS = (
     "strategy", "config", "gates",
@@ -53,6 +62,12 @@ LATEST = "LATEST"
 #: manifest can list it; what each run added to it is sealed in that run's analytics records.
 HISTORY = "analytics/history.sqlite"
 MANIFEST = "manifest.json"
+#: The advisory lock (``flock``) that serializes sealing, so concurrent runs form one chain.
+LOCK = "LOCK"
+#: How long a run waits for another run's seal (seconds; PYTEST_RELEASE_LOCK_TIMEOUT overrides).
+LOCK_TIMEOUT = 60.0
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\[\]#@=+-]")
 
 
@@ -129,6 +144,8 @@ class EvidenceTree:
     root: Path
     run_id: str
     written: dict[str, str] = field(default_factory=dict)
+    #: The key that signs the run's seal (``None``: the run is sealed unsigned).
+    signer: Signer | None = None
     #: Runs that never sealed whose files this run took into its manifest (a resumed rollback).
     adopted: dict[str, list[str]] = field(default_factory=dict)
     _folders: set[Path] = field(default_factory=set, repr=False)  # folders known to exist
@@ -193,115 +210,165 @@ class EvidenceTree:
         taken = []
         for path in sorted(p for p in self.root.rglob("*") if p.is_file() and run_id in p.relative_to(self.root).parts):
             rel = self.relative(path)
-            if rel not in self.written and not path.name.endswith(".tmp"):
+            if rel not in self.written:  # a .tmp it left too: verify knows every file
                 self.written[rel] = sha256_path(path)
                 taken.append(rel)
         self.adopted[run_id] = taken
 
-    def seal(self, metadata: Mapping[str, Any]) -> tuple[Path, str]:
-        """Write the run's manifest and point ``LATEST`` at it; (manifest path, its SHA-256).
+    def seal(self, metadata: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> tuple[Path, str]:
+        """Write the run's manifest (and, with a signer, its attestation: ``result`` holds the
+        Test Result predicate's fields) and point ``LATEST`` at it; (manifest path, its SHA-256).
 
-        The manifest names the previous sealed run and its manifest's hash, so the runs form a
-        chain: changing an earlier manifest breaks the link from the one after it.
+        The manifest names the previous sealed run with its manifest's (and envelope's) hash, so
+        the runs form a chain. Sealing holds the evidence directory's lock, so concurrent runs
+        chain one after the other; the records are on disk before the lock is taken.
         """
-        previous = _latest(self.root)
-        manifest = {
-            "run_id": self.run_id,
-            "sealed_at": utc_iso(datetime.now(timezone.utc).timestamp()),
-            "previous": previous,
-            "metadata": dict(metadata),
-            "files": dict(sorted(self.written.items())),
-        }
-        path = self.run_dir / MANIFEST
-        data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+        from .attest import ENVELOPE, statement
+
         os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
-        _atomic_write(path, data, sync=True)
-        _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
-        return path, hashlib.sha256(data).hexdigest()
+        with seal_lock(self.root):
+            previous, latest_found = _previous(self.root)
+            manifest: dict[str, Any] = {
+                "run_id": self.run_id,
+                "sealed_at": utc_iso(datetime.now(timezone.utc).timestamp()),
+                "previous": previous,
+                "metadata": dict(metadata),
+                "files": dict(sorted(self.written.items())),
+            }
+            if latest_found is not None:
+                manifest["latest_found"] = latest_found
+            if self.signer is not None:
+                manifest["signed_by"] = self.signer.keyid
+            path = self.run_dir / MANIFEST
+            data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+            digest = hashlib.sha256(data).hexdigest()
+            _atomic_write(path, data, sync=True)
+            if self.signer is not None:
+                claim = statement(self.run_id, (self.relative(path), digest), manifest["files"], previous,
+                                  result or {})
+                payload = json.dumps(claim, sort_keys=True, separators=(",", ":")).encode("utf-8")
+                _atomic_write(self.run_dir / ENVELOPE, self.signer.envelope(payload), sync=True)
+            _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
+        return path, digest
 
 
-def _latest(root: Path) -> dict[str, str] | None:
+class SealError(RuntimeError):
+    """The run's evidence could not be sealed (its files are kept, unsealed)."""
+
+
+@contextmanager
+def seal_lock(root: Path, *, shared: bool = False, timeout: float | None = None) -> Iterator[None]:
+    """Hold the evidence directory's advisory lock (``flock`` on ``LOCK``): exclusive to seal,
+    shared to verify. Waits at most ``timeout`` seconds, then raises :class:`SealError`."""
     try:
-        run_id = (root / LATEST).read_text("utf-8").strip()
-        manifest = root / RUNS / run_id / MANIFEST
-        return {"run_id": run_id, "manifest_sha256": sha256_path(manifest)}
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, sealing is not serialized
+        yield
+        return
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("PYTEST_RELEASE_LOCK_TIMEOUT") or LOCK_TIMEOUT)
+        except ValueError:
+            timeout = LOCK_TIMEOUT
+    path = root / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        return None
+        if shared:  # a read-only copy of the evidence (a CI artifact): nobody seals into it
+            yield
+            return
+        raise
+    try:
+        deadline, pause = time.monotonic() + timeout, 0.005
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another run"
+                    raise SealError(f"{path} is still locked after {timeout:g} s (held by {holder}); set "
+                                    "PYTEST_RELEASE_LOCK_TIMEOUT to wait longer") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {_host()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock
 
 
-@dataclass
-class VerifyResult:
-    """What ``verify`` found: per problem kind, the files (relative to the evidence directory)."""
+def _host() -> str:
+    import socket
 
-    runs: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    broken_chain: list[str] = field(default_factory=list)
-    unsealed: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.changed or self.missing or self.extra or self.broken_chain)
-
-    def lines(self) -> Iterator[str]:
-        for label, items in (("changed", self.changed), ("missing", self.missing), ("extra", self.extra),
-                             ("broken chain", self.broken_chain)):
-            for item in items:
-                yield f"{label}: {item}"
-        for run in self.unsealed:
-            yield f"note: run {run} has no manifest (it was interrupted before it could seal its evidence)"
+    return socket.gethostname()
 
 
-def verify_tree(root: Path, run_id: str | None = None) -> VerifyResult:
-    """Check every sealed run's files against its manifest, the chain of manifests, and that no
-    file is in the tree that no manifest lists (``run_id``: check that run only)."""
-    result = VerifyResult()
-    manifests: dict[str, dict[str, Any]] = {}
-    for path in sorted((root / RUNS).glob(f"*/{MANIFEST}")):
-        manifests[path.parent.name] = json.loads(path.read_text("utf-8"))
-    if run_id is not None and run_id not in manifests:
-        result.missing.append(f"{RUNS}/{run_id}/{MANIFEST}")
-        return result
-    listed: set[str] = set()
-    for rid, manifest in manifests.items():
-        listed.update(manifest["files"])
-        listed.add(f"{RUNS}/{rid}/{MANIFEST}")
-        if run_id is not None and rid != run_id:
+def read_manifest(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A run's manifest and its bytes; ``ValueError`` says plainly what is wrong with it."""
+    data = path.read_bytes()
+    try:
+        manifest = json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg}: line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError("not a JSON object")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ValueError("no 'files' object" if files is None else "'files' is not an object")
+    bad = next((k for k, v in files.items() if not (isinstance(v, str) and _HEX64.fullmatch(v))), None)
+    if bad is not None:
+        raise ValueError(f"files[{bad[:120]!r}] is not a SHA-256")
+    if manifest.get("run_id") != path.parent.name:
+        raise ValueError(f"its run_id is {str(manifest.get('run_id'))[:80]!r}, not its folder's {path.parent.name!r}")
+    previous = manifest.get("previous")
+    if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get("run_id"), str)
+                                     and isinstance(previous.get("manifest_sha256"), str)):
+        raise ValueError("'previous' is neither null nor {run_id, manifest_sha256}")
+    return manifest, data
+
+
+def _link(root: Path, run_id: str) -> dict[str, str]:
+    """The chain link to a sealed run: its id, its manifest's and (when signed) envelope's hash."""
+    from .attest import ENVELOPE
+
+    link = {"run_id": run_id, "manifest_sha256": sha256_path(root / RUNS / run_id / MANIFEST)}
+    envelope = root / RUNS / run_id / ENVELOPE
+    if envelope.is_file():
+        link["envelope_sha256"] = sha256_path(envelope)
+    return link
+
+
+def _previous(root: Path) -> tuple[dict[str, str] | None, str | None]:
+    """The run a new seal chains to, and what ``LATEST`` held when that was not it.
+
+    ``LATEST`` names the head when it names a sealed run (it is then trusted: were it moved back,
+    the new run forks the chain, and verify says so). When it is missing, garbled or names a run
+    without a manifest while sealed runs exist, the new run chains to the newest head of the chain
+    the manifests form, and its manifest records what ``LATEST`` held (verify reports it).
+    """
+    try:
+        raw = (root / LATEST).read_bytes()[:200]
+    except FileNotFoundError:
+        raw = None
+    text = raw.decode("utf-8", "replace").strip() if raw is not None else None
+    if text and RUN_ID.fullmatch(text) and (root / RUNS / text / MANIFEST).is_file():
+        return _link(root, text), None
+    heads: dict[str, str] = {}  # run id -> sealed_at, for runs that no run names as previous
+    followed: set[str] = set()
+    for path in (root / RUNS).glob(f"*/{MANIFEST}"):
+        try:
+            manifest, _ = read_manifest(path)
+        except (OSError, ValueError):
             continue
-        result.runs.append(rid)
-        for rel, want in manifest["files"].items():
-            path = root / rel
-            if not path.is_file():
-                result.missing.append(rel)
-            elif sha256_path(path) != want:
-                result.changed.append(rel)
-        previous = manifest.get("previous")
-        if previous:
-            prev_path = root / RUNS / previous["run_id"] / MANIFEST
-            if not prev_path.is_file():
-                result.broken_chain.append(f"{rid}: previous manifest {previous['run_id']} is missing")
-            elif sha256_path(prev_path) != previous["manifest_sha256"]:
-                result.broken_chain.append(f"{rid}: previous manifest {previous['run_id']} was changed "
-                                           f"(listed in {RUNS}/{rid}/{MANIFEST})")
-                result.changed.append(f"{RUNS}/{previous['run_id']}/{MANIFEST}")
-    if run_id is None:
-        unsealed = set()
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            rel = path.relative_to(root).as_posix()
-            if rel in (LATEST, HISTORY, HISTORY + "-journal") or rel in listed or path.name.endswith(".tmp"):
-                continue
-            run = _run_of(rel)
-            if run and run not in manifests:
-                unsealed.add(run)
-            result.extra.append(rel)
-        result.unsealed = sorted(unsealed)
-    result.changed = sorted(set(result.changed))
-    return result
-
-
-def _run_of(rel: str) -> str | None:
-    for part in rel.split("/"):
-        if re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", part):
-            return part
-    return None
+        heads[path.parent.name] = str(manifest.get("sealed_at", ""))
+        if manifest.get("previous"):
+            followed.add(manifest["previous"]["run_id"])
+    candidates = {run: at for run, at in heads.items() if run not in followed} or heads
+    if not candidates:
+        return None, (None if text is None else (text or "(empty)"))
+    head = max(candidates, key=lambda run: (candidates[run], run))
+    return _link(root, head), "(missing)" if text is None else (text or "(empty)")

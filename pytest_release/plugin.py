@@ -55,6 +55,8 @@ class Settings:
     rollback_on_interrupt: bool = True
     time_scale: float = 1.0
     workflow: str | None = None
+    #: The key that signs the run's seal: a path, PEM text, or ``${env:NAME}`` holding either.
+    sign_key: str | None = None
 
 
 @dataclass
@@ -110,6 +112,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--release-version", metavar="VERSION",
                     help="the version this run releases, instead of the plan's release.version (CI passes "
                          "its tag; analytics compares each run with the previous version)")
+    group.addoption("--release-sign-key", metavar="PATH",
+                    help="sign the run's seal (a DSSE envelope over an in-toto statement) with this Ed25519 "
+                         "private key: a PEM file, or ${env:NAME} holding the key or its path. ini: release_sign_key")
+    parser.addini("release_sign_key", "signing key (see --release-sign-key)")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
     parser.addini("release_workflow", "the workflow to run (see --release-workflow)")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
@@ -135,7 +141,8 @@ def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Setting
                     rollback_on_interrupt=(on_interrupt == "yes") if on_interrupt
                     else bool(config.getini("release_rollback_on_interrupt")),
                     time_scale=_time_scale(config),
-                    workflow=config.getoption("release_workflow") or config.getini("release_workflow") or None)
+                    workflow=config.getoption("release_workflow") or config.getini("release_workflow") or None,
+                    sign_key=config.getoption("release_sign_key") or config.getini("release_sign_key") or None)
 
 
 def _time_scale(config: pytest.Config) -> float:
@@ -269,6 +276,15 @@ def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan
     """On the controller: the recorder (evidence) and the rollback controller; why no check runs
     if this run is a manual rollback or resumes an interrupted one."""
     tree = EvidenceTree(settings.evidence_dir, new_run_id())
+    if settings.sign_key:
+        from .attest import KeyProblem, load_signer
+
+        try:
+            tree.signer = load_signer(settings.sign_key, config.invocation_params.dir)
+        except KeyProblem as exc:
+            raise pytest.UsageError(f"--release-sign-key: {exc}") from None
+        if tree.signer.secret:  # inline key text is redacted from every record, like ${env:...} values
+            plan.secrets = plan.secrets | {tree.signer.secret}
     _default_reports(config, tree)
     recorder = Recorder(config, plan, tree, settings.stages, workflow)
     config.pluginmanager.register(recorder, RECORDER)

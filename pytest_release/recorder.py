@@ -24,7 +24,8 @@ import pytest
 
 from . import __version__
 from .analytics import AnalyticsRun, default_store, run_analytics, trends_html
-from .evidence import EvidenceTree, utc_iso
+from .attest import test_result
+from .evidence import EvidenceTree, SealError, utc_iso
 from .plan import METRIC, MONITOR, Plan
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
@@ -218,11 +219,22 @@ class Recorder:
         self._analytics_records()
         self._copy_reports()
         self._github_summary(summary)
-        self.manifest = self.tree.seal(self._metadata(summary))
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        signed = None
+        if self.tree.signer is not None:
+            signed = test_result(self.plan, summary, self.outcomes.values(), self.rollback,
+                                 os.path.relpath(self.plan.path, self.config.rootpath).replace(os.sep, "/"))
+        try:
+            self.manifest = self.tree.seal(self._metadata(summary), signed)
+        except SealError as exc:  # the files stay, unsealed: verify lists them
+            session.exitstatus = session.exitstatus or 3
+            if tr is not None:
+                tr.write_line(f"pytest-release: {summary.banner}: evidence NOT sealed: {exc}", red=True)
+            return result
         if tr is not None:
+            how = f", signed by key {self.tree.signer.keyid[:16]}" if self.tree.signer else ""
             tr.write_line(f"pytest-release: {summary.banner}: evidence sealed in {self.tree.run_dir} "
-                          f"(manifest sha256 {self.manifest[1]})")
+                          f"(manifest sha256 {self.manifest[1]}{how})")
         return result
 
     def _write_end_records(self, summary: RunSummary) -> None:
