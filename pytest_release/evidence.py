@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .secrets import scrub_bytes
+
 __all__ = ["FOLDERS", "EvidenceTree", "VerifyResult", "new_run_id", "sha256_path", "utc_iso", "verify_tree"]
 
 FOLDERS = (
@@ -154,7 +156,9 @@ class EvidenceTree:
         return path.relative_to(self.root).as_posix()
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
-        """Write a new evidence file atomically; an existing file is never replaced."""
+        """Write a new evidence file atomically; an existing file is never replaced. The run's
+        secrets are masked in it (every evidence file is written here)."""
+        data = scrub_bytes(data)
         rel = self.relative(path)
         problem = f"evidence file {rel} exists already; evidence is never overwritten"
         if rel in self.written:
@@ -179,7 +183,10 @@ class EvidenceTree:
             data = source.read_bytes()
         except OSError:
             return None
-        if source.resolve() == target.resolve():
+        if source.resolve() == target.resolve():  # written by another tool (pytest, pytest-html) in place
+            scrubbed = scrub_bytes(data)
+            if scrubbed is not data:
+                _atomic_write(target, data := scrubbed)
             rel = self.relative(target)
             self.written[rel] = hashlib.sha256(data).hexdigest()
             return target
@@ -213,7 +220,7 @@ class EvidenceTree:
             "files": dict(sorted(self.written.items())),
         }
         path = self.run_dir / MANIFEST
-        data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+        data = scrub_bytes((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
         os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
         _atomic_write(path, data, sync=True)
         _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
