@@ -53,10 +53,12 @@ def _char(c: str) -> str:
     named = f"{_NAMED[c]}|" if c in _NAMED else ""
     forms = [f"&(?:amp;)*(?:{named}#0*{code}|#[xX]0*{_hex(code, 1)});"]
     forms.append("".join(f"%(?:25)*{_hex(b, 2)}" for b in c.encode("utf-8", "surrogatepass")))
+    # \uXXXX (JSON, and JSON made safe for HTML: \u003c), \xXX and \UXXXXXXXX (a repr of what is
+    # not printable, or beyond the BMP), \n and the like.
     escapes = [f"u{_hex(code, 4)}"] if code < 0x10000 else [
-        f"u{_hex(0xD800 + ((code - 0x10000) >> 10), 4)}\\\\+u{_hex(0xDC00 + ((code - 0x10000) & 0x3FF), 4)}"]
-    escapes.append(f"U{_hex(code, 8)}")
-    if code < 256:
+        f"u{_hex(0xD800 + ((code - 0x10000) >> 10), 4)}\\\\+u{_hex(0xDC00 + ((code - 0x10000) & 0x3FF), 4)}",
+        f"U{_hex(code, 8)}"]
+    if code < 256 and not c.isprintable():
         escapes.append(f"x{_hex(code, 2)}")
     if c in _ESCAPES:
         escapes.append(_ESCAPES[c])
@@ -71,7 +73,7 @@ def _char(c: str) -> str:
 
 
 #: Any one encoded character (an entity, %XX, a backslash escape, a shell-quoted quote, + for a space).
-_ENCODED = (r"&(?:amp;)*(?:[A-Za-z]+|#[0-9]+|#[xX][0-9A-Fa-f]+);|(?:%(?:25)*[0-9A-Fa-f]{2})+"
+_ENCODED = (r"&(?:amp;)*(?:[A-Za-z]+|#[0-9]+|#[xX][0-9A-Fa-f]+);|%(?:25)*[0-9A-Fa-f]{2}"
             r"|\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|x[0-9A-Fa-f]{2}|[ntrbfva0])|'\"'\"'|'\\''|\+")
 #: How far around a run of plain characters of a window the rest of the window can be.
 _REACH = 256
@@ -92,13 +94,14 @@ class Redactor:
         #: (secret, offset of the window, offset after it) of every window, in the expressions' order.
         self._windows: list[tuple[str, int, int]] = []
         anchors: set[str] = set()
+        self._order: dict[re.Pattern[str], list[int]] = {}  # the windows of each expression, in order
         loose: list[int] = []  # the windows without a plain run of three characters
         for secret in self.secrets:
             size = min(MIN_LENGTH, len(secret))
-            covered = -1  # the end of the last anchor chosen in this secret
+            chosen = -1  # where the last anchor chosen in this secret starts
             for offset in range(len(secret) - size + 1):
                 self._windows.append((secret, offset, offset + size))
-                if covered > offset:  # ... and it lies inside this window (it ends before the window does)
+                if chosen >= offset:  # it lies in this window too (it ends before the earlier window did)
                     continue
                 runs = [m for m in _PLAIN.finditer(secret, offset, offset + size) if m.end() - m.start() >= 3]
                 if not runs:
@@ -106,11 +109,8 @@ class Redactor:
                     continue
                 # The rightmost piece of four (or three) plain characters: it lies in the most windows.
                 run = runs[-1]
-                start = max(run.start(), run.end() - 4)
-                anchors.add(secret[start:run.end()])
-                covered = run.end()
-                if covered > offset + size:  # cannot be: the run is within the window
-                    covered = offset + size
+                chosen = max(run.start(), run.end() - 4)
+                anchors.add(secret[chosen:run.end()])
         #: Text that holds none of these holds no window of a secret that has a plain run (letters,
         #: digits, _.~- that no encoder changes) of three or more characters.
         self._anchors = tuple(sorted(anchors))
@@ -124,7 +124,10 @@ class Redactor:
         self._compiled: dict[object, re.Pattern[str]] = {}
 
     def _alternatives(self, windows: Iterable[int]) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{self._window(i)})" for i in windows))
+        windows = list(windows)
+        pattern = re.compile("|".join(f"(?:{self._window(i)})" for i in windows))
+        self._order[pattern] = windows
+        return pattern
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -180,10 +183,12 @@ class Redactor:
         """Where the secret that ``match`` found a window of ends in ``text``: the window is
         followed, character by character, as far as the secret goes on."""
         start, end = match.span()
-        for index in range(len(self._windows)):  # the window the expression matched: the first that does
-            found = self._compile(index, self._window(index)).match(text, start)
-            if found is not None and found.end() == end:
-                break
+        # Which window matched: the same alternatives with a group each, at the same place (groups
+        # make a search many times slower, so the search itself has none).
+        windows = self._order[match.re]
+        groups = self._compile(match.re, "|".join(f"({self._window(i)})" for i in windows))
+        found = groups.match(text, start, end)
+        index = windows[(found.lastindex if found is not None and found.lastindex else 1) - 1]
         secret, _, following = self._windows[index]
         while following < len(secret):
             more = self._compile(secret[following], _char(secret[following])).match(text, end)
