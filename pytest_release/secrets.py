@@ -118,9 +118,8 @@ class Redactor:
         self._pattern = self._alternatives(everything) if self._windows else None
         self._loose = self._alternatives(loose) if loose else None
         self._runs: re.Pattern[str] | None = None
-        if loose:  # where windows without a plain run can be: stretches of characters of a secret
-            alphabet = "".join(sorted({re.escape(c) for s in self.secrets for c in s}))
-            self._runs = re.compile(f"(?:\\\\*(?:[{alphabet}]|{_ENCODED})){{{MIN_LENGTH},}}")
+        if loose:  # where windows without a plain run can be: see _loose_places
+            self._runs = _loose_places(self.secrets, [self._windows[i] for i in loose])
         self._compiled: dict[object, re.Pattern[str]] = {}
 
     def _alternatives(self, windows: Iterable[int]) -> re.Pattern[str]:
@@ -155,7 +154,7 @@ class Redactor:
         if spans:
             text = self._mask(text, spans, self._pattern)
         if self._runs is not None and self._loose is not None:  # then the windows without a plain run
-            spans = [(m.start() - 16, m.end() + 16) for m in self._runs.finditer(text)]
+            spans = [(m.start() - _REACH, m.end() + _REACH) for m in self._runs.finditer(text)]
             if spans:
                 text = self._mask(text, spans, self._loose)
         return text
@@ -219,6 +218,21 @@ class Redactor:
         if isinstance(value, tuple):
             return tuple(self.value(v) for v in value)
         return value
+
+
+def _loose_places(secrets: Iterable[str], windows: list[tuple[str, int, int]]) -> re.Pattern[str]:
+    """An expression for the places where a window without a plain run of three can be. Such a
+    window has at least two characters that are not plain; when every such window has two that are
+    not a space either, two of those (in any form) within a window's length: rare in ordinary text,
+    which has spaces everywhere. Otherwise: stretches of a window's length of characters of the
+    secrets."""
+    alphabet = "".join(sorted({re.escape(c) for s in secrets for c in s}))
+    token = f"\\\\*(?:[{alphabet}]|{_ENCODED})"
+    specials = {c for secret, start, end in windows for c in secret[start:end] if not _PLAIN.fullmatch(c) and c != " "}
+    if all(sum(1 for c in secret[start:end] if c in specials) >= 2 for secret, start, end in windows):
+        special = f"\\\\*(?:[{''.join(sorted(re.escape(c) for c in specials))}]|{_ENCODED.replace('|' + chr(92) + '+', '')})"
+        return re.compile(f"{special}(?:{token}){{0,{MIN_LENGTH - 2}}}?{special}")
+    return re.compile(f"(?:{token}){{{MIN_LENGTH},}}")
 
 
 def _merge(spans: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
