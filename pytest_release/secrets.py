@@ -76,7 +76,7 @@ def _char(c: str) -> str:
 _ENCODED = (r"&(?:amp;)*(?:[A-Za-z]+|#[0-9]+|#[xX][0-9A-Fa-f]+);|%(?:25)*[0-9A-Fa-f]{2}"
             r"|\\(?:u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|x[0-9A-Fa-f]{2}|[ntrbfva0])|'\"'\"'|'\\''|\+")
 #: How far around a run of plain characters of a window the rest of the window can be.
-_REACH = 256
+_REACH = 96
 
 
 class Redactor:
