@@ -40,6 +40,7 @@ from .checks import CheckContext
 from .checks.stores import StoreError, dsn_label, open_store
 from .evidence import HISTORY
 from .plan import AnalyticsMetric, Analysis, Plan
+from .secrets import scrub_value
 from .summary import CheckOutcome, RunSummary
 
 __all__ = ["AnalyticsRun", "HistoryError", "HistoryStore", "run_analytics", "samples_of"]
@@ -124,6 +125,7 @@ class HistoryStore:
             raise HistoryError(f"{self.label}: {_first_line(exc, self._location)}") from None
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        args = scrub_value(tuple(args))  # the run's secrets never reach the store (nor its file)
         with self._errors():
             if not self.postgres:
                 return self.conn.execute(sql, tuple(args)).fetchall()
@@ -141,7 +143,7 @@ class HistoryStore:
                 return int(cursor.rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        rows = [tuple(r) for r in rows]
+        rows = [scrub_value(tuple(r)) for r in rows]
         if not rows:
             return
         with self._errors():

@@ -42,6 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .secrets import scrub_bytes
+
 if TYPE_CHECKING:
     from .attest import Signer
 
@@ -171,7 +173,9 @@ class EvidenceTree:
         return path.relative_to(self.root).as_posix()
 
     def write_bytes(self, path: Path, data: bytes) -> Path:
-        """Write a new evidence file atomically; an existing file is never replaced."""
+        """Write a new evidence file atomically; an existing file is never replaced. The run's
+        secrets are masked in it (every evidence file is written here)."""
+        data = scrub_bytes(data)
         rel = self.relative(path)
         problem = f"evidence file {rel} exists already; evidence is never overwritten"
         if rel in self.written:
@@ -196,7 +200,10 @@ class EvidenceTree:
             data = source.read_bytes()
         except OSError:
             return None
-        if source.resolve() == target.resolve():
+        if source.resolve() == target.resolve():  # written by another tool (pytest, pytest-html) in place
+            scrubbed = scrub_bytes(data)
+            if scrubbed is not data:
+                _atomic_write(target, data := scrubbed)
             rel = self.relative(target)
             self.written[rel] = hashlib.sha256(data).hexdigest()
             return target
@@ -240,13 +247,13 @@ class EvidenceTree:
             if self.signer is not None:
                 manifest["signed_by"] = self.signer.keyid
             path = self.run_dir / MANIFEST
-            data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
+            data = scrub_bytes((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
             digest = hashlib.sha256(data).hexdigest()
             _atomic_write(path, data, sync=True)
             if self.signer is not None:
                 claim = statement(self.run_id, (self.relative(path), digest), manifest["files"], previous,
                                   result or {})
-                payload = json.dumps(claim, sort_keys=True, separators=(",", ":")).encode("utf-8")
+                payload = scrub_bytes(json.dumps(claim, sort_keys=True, separators=(",", ":")).encode("utf-8"))
                 _atomic_write(self.run_dir / ENVELOPE, self.signer.envelope(payload), sync=True)
             _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
         return path, digest

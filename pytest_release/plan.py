@@ -409,14 +409,15 @@ class Plan:
 
 
 def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
-              env: Mapping[str, str] | None = None, display: str | None = None, time_scale: float = 1.0) -> Plan:
+              env: Mapping[str, str] | None = None, display: str | None = None, time_scale: float = 1.0,
+              variables: Mapping[str, str] | None = None) -> Plan:
     """Read and validate the plan at ``path``; raise :class:`PlanError` listing every problem."""
     path = Path(path)
     display = display or str(path)
     text, problems = read_text(path, display)
     if text is None:
         raise PlanError(problems)
-    doc = load_yaml_text(text, display, env=env)
+    doc = load_yaml_text(text, display, env=env, variables=variables)
     if doc.data is None and doc.problems:
         raise PlanError(_redact(doc.problems, doc.secrets))
     if not isinstance(doc.data, dict):

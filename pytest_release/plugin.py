@@ -29,6 +29,7 @@ from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
 from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger, load_plan
 from .problems import PlanError
 from .recorder import Recorder
+from .redaction import install as install_redaction, plan_variables
 from .rollback.controller import RollbackController, hook_caller
 from .rollback.journal import find_unfinished
 from .rollback.runner import readiness_kind
@@ -111,13 +112,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "deploy, verify, and roll back on failure). ini: release_workflow")
     group.addoption("--release-version", metavar="VERSION",
                     help="the version this run releases, instead of the plan's release.version (CI passes "
-                         "its tag; analytics compares each run with the previous version)")
+                         "its tag; analytics compares each run with the previous version; ${var:release_version} "
+                         "in the plan)")
+    group.addoption("--release-var", metavar="NAME=VALUE", action="append",
+                    help="a plain (not secret) value for ${var:NAME} in the plan; repeat for several. "
+                         "ini: release_vars")
     group.addoption("--release-sign-key", metavar="PATH",
                     help="sign the run's seal (a DSSE envelope over an in-toto statement) with this Ed25519 "
                          "private key: a PEM file, or ${env:NAME} holding the key or its path. ini: release_sign_key")
     parser.addini("release_sign_key", "signing key (see --release-sign-key)")
     parser.addini("release_plan", "the release plan to run (see --release-plan)")
     parser.addini("release_workflow", "the workflow to run (see --release-workflow)")
+    parser.addini("release_vars", "NAME=VALUE lines for ${var:NAME} (see --release-var)", type="linelist")
     parser.addini("release_stages", "stages to run (see --release-stage)", type="linelist")
     parser.addini("release_evidence_dir", "evidence directory (see --release-evidence-dir)")
     parser.addini("release_time_scale", "time scale (see --release-time-scale)", default="1")
@@ -194,9 +200,10 @@ def pytest_configure(config: pytest.Config) -> None:
     kinds = check_kinds(config)
     try:
         plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir),
-                         time_scale=settings.time_scale)
+                         time_scale=settings.time_scale, variables=plan_variables(config))
     except PlanError as exc:
         raise pytest.UsageError(f"the release plan has {len(exc.problems)} problem(s):\n{exc}") from None
+    install_redaction(config, plan.secrets)
     if config.getoption("release_version"):
         plan.version = str(config.getoption("release_version"))
     names = [s.name for s in plan.stages]

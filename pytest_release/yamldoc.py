@@ -7,7 +7,10 @@ Python data by hand so that
 * duplicate keys are problems, not silent overwrites,
 * only plain-data tags are accepted (no tag builds an object),
 * alias expansion is bounded (an "alias bomb" stops with a problem, not an exhausted machine),
-* ``${env:NAME}`` in a string takes its value from the environment and marks it secret.
+* ``${env:NAME}`` in a string takes its value from the environment and marks it secret (a value
+  shorter than ``secrets.MIN_LENGTH`` is refused: it could not be masked safely);
+  ``${var:NAME}`` takes a plain, not secret, value from the variables given (``--release-var``),
+  else ``release.version`` for ``release_version``, else the environment.
 
 The same loader reads YAML config files for the ``syntax`` check.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .problems import Problem, format_path
+from .secrets import MIN_LENGTH
 
 __all__ = ["Document", "Mark", "load_yaml_text", "read_text"]
 
@@ -32,7 +36,7 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + name
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
-_ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_RE = re.compile(r"\$\{(env|var):([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ def load_yaml_text(
     env: Mapping[str, str] | None = None,
     substitute_env: bool = True,
     max_nodes: int = MAX_NODES,
+    variables: Mapping[str, str] | None = None,
 ) -> Document:
     """Build a :class:`Document` from YAML text; problems are collected, never raised."""
     doc = Document(display)
@@ -127,6 +132,7 @@ def load_yaml_text(
         doc.problems.append(Problem(display, 1, 1, "(plan)", "the file is empty"))
         return doc
     builder = _Builder(doc, loader, os.environ if env is None else env, substitute_env, max_nodes)
+    builder.variables, builder.root = variables or {}, node
     try:
         doc.data = builder.build(node, ())
     except _TooLarge:
@@ -146,6 +152,8 @@ class _Builder:
         self.env = env
         self.substitute_env = substitute_env
         self.budget = max_nodes
+        self.variables: Mapping[str, str] = {}
+        self.root: yaml.Node | None = None
 
     def _mark(self, node: yaml.Node) -> Mark:
         return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
@@ -197,13 +205,38 @@ class _Builder:
 
     def _env(self, value: str, path: tuple[object, ...]) -> str:
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
+            source, name = match.groups()
+            if source == "var":
+                found = self.variables.get(name)
+                if found is None and name == "release_version":
+                    found = self._release_version()
+                if found is None:
+                    found = self.env.get(name)
+                if found is None:
+                    self.doc.add(path, f"variable {name} is not set (${{var:{name}}}): give --release-var "
+                                       f"{name}=VALUE or set the environment variable {name}")
+                    return ""
+                return found
             if name not in self.env:
                 self.doc.add(path, f"environment variable {name} is not set (${{env:{name}}})")
                 return ""
             secret = self.env[name]
+            if 0 < len(secret) < MIN_LENGTH:
+                self.doc.add(path, f"environment variable {name} is too short for a secret ({len(secret)} "
+                                   f"characters; a secret needs at least {MIN_LENGTH} to be masked in every "
+                                   f"output): if it is not secret, write ${{var:{name}}}")
             if secret:
                 self.doc.secrets.add(secret)
             return secret
 
         return _ENV_RE.sub(substitute, value)
+
+    def _release_version(self) -> str | None:
+        """``release.version`` as written (for ``${var:release_version}`` without --release-version)."""
+        for key, value in self.root.value if isinstance(self.root, yaml.MappingNode) else ():
+            if getattr(key, "value", None) == "release" and isinstance(value, yaml.MappingNode):
+                for inner, version in value.value:
+                    if (getattr(inner, "value", None) == "version" and isinstance(version, yaml.ScalarNode)
+                            and "${" not in str(version.value)):
+                        return str(version.value)
+        return None

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..secrets import scrub_text
+
 __all__ = ["Journal", "Unfinished", "find_unfinished"]
 
 NAME = "journal.jsonl"
@@ -32,7 +34,7 @@ class Journal:
 
     def append(self, event: str, **fields: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"event": event, "time": _now(), **fields}, sort_keys=True, default=str) + "\n"
+        line = scrub_text(json.dumps({"event": event, "time": _now(), **fields}, sort_keys=True, default=str)) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode("utf-8"))
