@@ -21,23 +21,28 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
       automation/{tasks,workflows,config}/RUN_ID/...
 
 Files are written atomically (a temporary file, then a link or rename) and never overwritten.
+Every write goes through :meth:`EvidenceTree.attempt`: a file that cannot be written (disk full,
+read-only, a file where a folder should be) is recorded in ``EvidenceTree.unwritten`` instead of
+raising, because the run's rollback and verdict matter more than its records.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets as _random
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FOLDERS", "EvidenceTree", "VerifyResult", "new_run_id", "sha256_path", "utc_iso", "verify_tree"]
+__all__ = ["FOLDERS", "EvidenceTree", "VerifyResult", "describe_os_error", "new_run_id", "sha256_path", "utc_iso",
+           "verify_tree"]
 
 FOLDERS = (
     "strategy", "config", "gates",
@@ -78,6 +83,18 @@ def sha256_path(path: Path) -> str:
         for chunk in iter(lambda: fh.read(64 * 1024), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An ``OSError`` from writing a file, for people: what is in the way, or the system's words."""
+    name = exc.filename if exc.filename is not None else ""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{name} is not a folder (a file is in the way)" if name else "a file is in the way of a folder"
+    if exc.errno == errno.ENOSPC:
+        return f"{name + ': ' if name else ''}no space left on the device"
+    if exc.errno == errno.EROFS:
+        return f"{name + ': ' if name else ''}the file system is read-only"
+    return f"{name + ': ' if name else ''}{exc.strerror or exc}"
 
 
 def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
@@ -131,13 +148,60 @@ class EvidenceTree:
     written: dict[str, str] = field(default_factory=dict)
     #: Runs that never sealed whose files this run took into its manifest (a resumed rollback).
     adopted: dict[str, list[str]] = field(default_factory=dict)
+    #: Evidence that could not be written: its path (relative to the root where it is inside the
+    #: tree) and why. A run with any is EVIDENCE INCOMPLETE.
+    unwritten: dict[str, str] = field(default_factory=dict)
     _folders: set[Path] = field(default_factory=set, repr=False)  # folders known to exist
 
     def create(self) -> None:
         """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
+        self.attempt(self.run_dir, self._create)
+
+    def _create(self) -> None:
         for folder in FOLDERS + (RUNS,):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def preflight(self) -> str | None:
+        """Why evidence cannot be written here (``None``: it can): the tree's folders are made and
+        a probe file is written to and removed from the run's folder. Run before any check."""
+        probe = self.run_dir / f".probe.{os.getpid()}.tmp"
+        try:
+            self._create()
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, b"probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            return describe_os_error(exc)
+        return None
+
+    def attempt(self, path: Path, write: Callable[[], object]) -> bool:
+        """The one guarded path of every evidence write: ``write()``, and True; or, when it raises
+        an ``OSError`` (other than writing a file twice, a bug), the failure recorded against
+        ``path`` in :attr:`unwritten`, and False."""
+        try:
+            write()
+        except FileExistsError as exc:
+            if exc.filename is None:  # write_bytes: "evidence is never overwritten"
+                raise
+            self.record_failure(path, exc)
+            return False
+        except OSError as exc:
+            self.record_failure(path, exc)
+            return False
+        return True
+
+    def record_failure(self, path: Path, exc: OSError) -> None:
+        """Note that ``path`` could not be written, and why (the first reason is kept)."""
+        try:
+            rel = self.relative(path)
+        except ValueError:
+            rel = str(path)
+        self.unwritten.setdefault(rel, describe_os_error(exc))
 
     @property
     def run_dir(self) -> Path:
@@ -153,23 +217,29 @@ class EvidenceTree:
             return text[len(root):].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
-    def write_bytes(self, path: Path, data: bytes) -> Path:
-        """Write a new evidence file atomically; an existing file is never replaced."""
+    def write_bytes(self, path: Path, data: bytes) -> Path | None:
+        """Write a new evidence file atomically; an existing file is never replaced. ``None`` when
+        it could not be written (recorded in :attr:`unwritten`)."""
         rel = self.relative(path)
         problem = f"evidence file {rel} exists already; evidence is never overwritten"
         if rel in self.written:
             raise FileExistsError(problem)
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
-        try:
-            _write_new(path, data)
-        except FileExistsError:
-            raise FileExistsError(problem) from None
+
+        def write() -> None:
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            try:
+                _write_new(path, data)
+            except FileExistsError:
+                raise FileExistsError(problem) from None
+
+        if not self.attempt(path, write):
+            return None
         self.written[rel] = hashlib.sha256(data).hexdigest()
         return path
 
-    def write_json(self, path: Path, record: Mapping[str, Any]) -> Path:
+    def write_json(self, path: Path, record: Mapping[str, Any]) -> Path | None:
         text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
         return self.write_bytes(path, text.encode("utf-8"))
 
@@ -181,6 +251,8 @@ class EvidenceTree:
             return None
         if source.resolve() == target.resolve():
             rel = self.relative(target)
+            if rel in self.unwritten:  # its writer failed; what is there is not the whole file
+                return None
             self.written[rel] = hashlib.sha256(data).hexdigest()
             return target
         return self.write_bytes(target, data)
@@ -198,8 +270,9 @@ class EvidenceTree:
                 taken.append(rel)
         self.adopted[run_id] = taken
 
-    def seal(self, metadata: Mapping[str, Any]) -> tuple[Path, str]:
-        """Write the run's manifest and point ``LATEST`` at it; (manifest path, its SHA-256).
+    def seal(self, metadata: Mapping[str, Any]) -> tuple[Path, str] | None:
+        """Write the run's manifest and point ``LATEST`` at it; (manifest path, its SHA-256), or
+        ``None`` when the manifest could not be written (recorded in :attr:`unwritten`).
 
         The manifest names the previous sealed run and its manifest's hash, so the runs form a
         chain: changing an earlier manifest breaks the link from the one after it.
@@ -212,11 +285,15 @@ class EvidenceTree:
             "metadata": dict(metadata),
             "files": dict(sorted(self.written.items())),
         }
+        if self.unwritten:
+            manifest["unwritten"] = dict(sorted(self.unwritten.items()))
         path = self.run_dir / MANIFEST
         data = (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
         os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
-        _atomic_write(path, data, sync=True)
-        _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
+        if not self.attempt(path, lambda: _atomic_write(path, data, sync=True)):
+            return None
+        self.attempt(self.root / LATEST, lambda: _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(),
+                                                               sync=True))
         return path, hashlib.sha256(data).hexdigest()
 
 

@@ -63,8 +63,17 @@ class RunState:
         """Keep ``record``; with other processes (xdist) also write it for them, atomically, so a
         reader never sees half of it."""
         self._records[record.nodeid] = record
-        if not self.wait_for_others:
-            return
+        if self.wait_for_others:
+            self._write(record)
+
+    def share(self, record: Record) -> None:
+        """Keep ``record`` and hand it to every process at once, also from the controller: a
+        verdict the controller decides (a check whose worker crashed) that workers waiting for
+        the earlier stages must see now rather than at the end of their wait."""
+        self._records[record.nodeid] = record
+        self._write(record)
+
+    def _write(self, record: Record) -> None:
         final = self._file(record.nodeid)
         temp = final.with_suffix(f".{os.getpid()}.tmp")
         temp.write_text(json.dumps(record.__dict__), "utf-8")
