@@ -85,9 +85,12 @@ def sha256_path(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_os_error(exc: OSError) -> str:
-    """An ``OSError`` from writing a file, for people: what is in the way, or the system's words."""
-    name = exc.filename if exc.filename is not None else ""
+def describe_os_error(exc: OSError, root: Path | None = None) -> str:
+    """An ``OSError`` from writing a file, for people: what is in the way, or the system's words
+    (a file name inside ``root`` is shown relative to it)."""
+    name = str(exc.filename) if exc.filename is not None else ""
+    if root is not None and name.startswith(str(root) + os.sep):
+        name = name[len(str(root)) + 1:]
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
         return f"{name} is not a folder (a file is in the way)" if name else "a file is in the way of a folder"
     if exc.errno == errno.ENOSPC:
@@ -201,7 +204,11 @@ class EvidenceTree:
             rel = self.relative(path)
         except ValueError:
             rel = str(path)
-        self.unwritten.setdefault(rel, describe_os_error(exc))
+        why = describe_os_error(exc, self.root)
+        named, sep, rest = why.partition(": ")
+        if sep and (rel == named or rel.startswith(named + "/")):  # this file or its folder: say it once
+            why = rest
+        self.unwritten.setdefault(rel, why)
 
     @property
     def run_dir(self) -> Path:

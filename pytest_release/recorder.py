@@ -222,6 +222,8 @@ class Recorder:
         verdict = "failed" if required else "warning"
         report.user_properties = [*props, ("release_verdict", verdict), ("summary", why), ("release_lost", why)]
         report.longrepr = why
+        head, _, rest = report.nodeid.partition("::")
+        report.location = (head, None, rest)  # shown as the check, not as the plan file
         if not required:  # like any failure in a gate with required: false, a warning
             report.outcome = "skipped"
             report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"  # type: ignore[attr-defined]
@@ -344,7 +346,7 @@ class Recorder:
         return result
 
     @pytest.hookimpl(wrapper=True, trylast=True, specname="pytest_sessionfinish")
-    def _reports_written(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    def pytest_sessionfinish_reports(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
         """Around the plugins that write the JUnit XML and the HTML report into the evidence: a
         report that cannot be written there is incomplete evidence, not an internal error that
         would hide the verdict (pytest's terminal summary runs outside this wrapper)."""

@@ -133,7 +133,9 @@ class RunState:
         """The first failed required check among ``earlier`` (the checks of the stages before
         ``stage``), and those of them that never finished; worked out once per stage.
 
-        Under xdist this waits (up to ``max_wait`` seconds) for the other workers to finish them.
+        Under xdist this waits (up to ``max_wait`` seconds) for the other workers to finish them,
+        and no longer than until one of them has failed (then the stage is skipped anyway; the
+        controller writes a failed record for a check whose worker crashed as soon as it knows).
         """
         if stage not in self._stage_verdicts:
             self._stage_verdicts[stage] = self._earlier_failure(earlier, max_wait)
@@ -146,6 +148,8 @@ class RunState:
             pending = [n for n in pending if self._read(n) is None]
             if not pending or time.monotonic() >= give_up:
                 break
+            if any(r.verdict == "failed" for n in earlier if (r := self._records.get(n)) is not None):
+                break  # a required gate failed (or lost its verdict): this stage is skipped, whatever else comes
             time.sleep(POLL)
         for nodeid in earlier:
             record = self._records.get(nodeid)
