@@ -89,10 +89,15 @@ def describe_os_error(exc: OSError, root: Path | None = None) -> str:
     """An ``OSError`` from writing a file, for people: what is in the way, or the system's words
     (a file name inside ``root`` is shown relative to it)."""
     name = str(exc.filename) if exc.filename is not None else ""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and name:
+        for candidate in (Path(name), *Path(name).parents):  # the file that stands where a folder should
+            if candidate.exists() and not candidate.is_dir():
+                name = str(candidate)
+                break
     if root is not None and name.startswith(str(root) + os.sep):
         name = name[len(str(root)) + 1:]
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        return f"{name} is not a folder (a file is in the way)" if name else "a file is in the way of a folder"
+        return f"{name} is a file where a folder should be" if name else "a file is where a folder should be"
     if exc.errno == errno.ENOSPC:
         return f"{name + ': ' if name else ''}no space left on the device"
     if exc.errno == errno.EROFS:

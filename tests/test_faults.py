@@ -226,7 +226,7 @@ def test_an_unwritable_evidence_directory_is_a_usage_error_before_any_check(
     text = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in text and "INTERNALERROR" not in text
     if how == "a-file-in-the-way":
-        assert "is not a folder (a file is in the way)" in text
+        assert f"{pytester.path / 'evidence'} is a file where a folder should be" in text
     elif how == "read-only-file-system":
         assert "the file system is read-only" in text
     assert not (pytester.path / "ran").exists()
