@@ -286,7 +286,10 @@ KILL_WORKER = ('{command: {name: boom, argv: [python, -c, "import os, signal; '
 
 @pytest.mark.parametrize("restarts", ["default", "0"])
 def test_a_crashed_worker_fails_its_check_and_the_rollback_runs_once(pytester: pytest.Pytester,
-                                                                    write_plan: PlanWriter, restarts: str) -> None:
+                                                                    write_plan: PlanWriter, restarts: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # When these tests run under xdist themselves, the run below must not look like a worker to boom.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     ok = '{command: {name: ok%d, argv: [python, -c, "pass"]}}'
     gates = f"""\
     - name: service_validation
@@ -337,3 +340,20 @@ def test_a_crashed_worker_fails_its_check_and_the_rollback_runs_once(pytester: p
     summary = json.loads((evidence / "runs" / run / "summary.json").read_text())
     assert summary["outcome"] == "rolled_back"
     assert _verify(evidence).returncode == 0
+
+
+def test_exitfirst_still_rolls_back_a_failed_deployed_gate(pytester: pytest.Pytester, write_plan: PlanWriter) -> None:
+    gates = f"""\
+    - name: service_validation
+      stages: [post_release]
+      checks:
+        - {SMOKE}
+        - {{command: {{name: later, argv: [python, -c, "import os; os.path.exists('broken') and open('later-ran', 'w')"]}}}}
+"""
+    write_plan(_plan(gates))
+    (pytester.path / "broken").write_text("")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-x")
+    assert not (pytester.path / "later-ran").exists()  # -x stopped the checks
+    assert _steps(pytester.path) == ["stop", "revert", "start"]  # and the rollback still ran
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*ROLLED BACK: validation_failure: every step passed and verify passed*"])
