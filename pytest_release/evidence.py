@@ -24,10 +24,14 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
 
 Files are written atomically (a temporary file, then a link or rename) and never overwritten.
 ``chain.verify_tree`` checks the tree whole.
+Every write goes through :meth:`EvidenceTree.attempt`: a file that cannot be written (disk full,
+read-only, a file where a folder should be) is recorded in ``EvidenceTree.unwritten`` instead of
+raising, because the run's rollback and verdict matter more than its records.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -35,7 +39,7 @@ import re
 import secrets as _random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,8 +51,8 @@ from .secrets import scrub_bytes
 if TYPE_CHECKING:
     from .attest import Signer
 
-__all__ = ["FOLDERS", "EvidenceTree", "SealError", "new_run_id", "read_manifest", "seal_lock", "sha256_path",
-           "utc_iso"]
+__all__ = ["FOLDERS", "EvidenceTree", "SealError", "describe_os_error", "new_run_id", "read_manifest", "seal_lock",
+           "sha256_path", "utc_iso"]
 
 FOLDERS = (
     "strategy", "config", "gates",
@@ -95,6 +99,26 @@ def sha256_path(path: Path) -> str:
         for chunk in iter(lambda: fh.read(64 * 1024), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def describe_os_error(exc: OSError, root: Path | None = None) -> str:
+    """An ``OSError`` from writing a file, for people: what is in the way, or the system's words
+    (a file name inside ``root`` is shown relative to it)."""
+    name = str(exc.filename) if exc.filename is not None else ""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and name:
+        for candidate in (Path(name), *Path(name).parents):  # the file that stands where a folder should
+            if candidate.exists() and not candidate.is_dir():
+                name = str(candidate)
+                break
+    if root is not None and name.startswith(str(root) + os.sep):
+        name = name[len(str(root)) + 1:]
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"{name} is a file where a folder should be" if name else "a file is where a folder should be"
+    if exc.errno == errno.ENOSPC:
+        return f"{name + ': ' if name else ''}no space left on the device"
+    if exc.errno == errno.EROFS:
+        return f"{name + ': ' if name else ''}the file system is read-only"
+    return f"{name + ': ' if name else ''}{exc.strerror or exc}"
 
 
 def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
@@ -150,13 +174,64 @@ class EvidenceTree:
     signer: Signer | None = None
     #: Runs that never sealed whose files this run took into its manifest (a resumed rollback).
     adopted: dict[str, list[str]] = field(default_factory=dict)
+    #: Evidence that could not be written: its path (relative to the root where it is inside the
+    #: tree) and why. A run with any is EVIDENCE INCOMPLETE.
+    unwritten: dict[str, str] = field(default_factory=dict)
     _folders: set[Path] = field(default_factory=set, repr=False)  # folders known to exist
 
     def create(self) -> None:
         """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
+        self.attempt(self.run_dir, self._create)
+
+    def _create(self) -> None:
         for folder in FOLDERS + (RUNS,):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def preflight(self) -> str | None:
+        """Why evidence cannot be written here (``None``: it can): the tree's folders are made and
+        a probe file is written to and removed from the run's folder. Run before any check."""
+        probe = self.run_dir / f".probe.{os.getpid()}.tmp"
+        try:
+            self._create()
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, b"probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            return describe_os_error(exc)
+        return None
+
+    def attempt(self, path: Path, write: Callable[[], object]) -> bool:
+        """The one guarded path of every evidence write: ``write()``, and True; or, when it raises
+        an ``OSError`` (other than writing a file twice, a bug), the failure recorded against
+        ``path`` in :attr:`unwritten`, and False."""
+        try:
+            write()
+        except FileExistsError as exc:
+            if exc.filename is None:  # write_bytes: "evidence is never overwritten"
+                raise
+            self.record_failure(path, exc)
+            return False
+        except OSError as exc:
+            self.record_failure(path, exc)
+            return False
+        return True
+
+    def record_failure(self, path: Path, exc: OSError) -> None:
+        """Note that ``path`` could not be written, and why (the first reason is kept)."""
+        try:
+            rel = self.relative(path)
+        except ValueError:
+            rel = str(path)
+        why = describe_os_error(exc, self.root)
+        named, sep, rest = why.partition(": ")
+        if sep and (rel == named or rel.startswith(named + "/")):  # this file or its folder: say it once
+            why = rest
+        self.unwritten.setdefault(rel, why)
 
     @property
     def run_dir(self) -> Path:
@@ -172,25 +247,31 @@ class EvidenceTree:
             return text[len(root):].replace(os.sep, "/")
         return path.relative_to(self.root).as_posix()
 
-    def write_bytes(self, path: Path, data: bytes) -> Path:
+    def write_bytes(self, path: Path, data: bytes) -> Path | None:
         """Write a new evidence file atomically; an existing file is never replaced. The run's
-        secrets are masked in it (every evidence file is written here)."""
+        secrets are masked in it (every evidence file is written here). ``None`` when it could
+        not be written (recorded in :attr:`unwritten`)."""
         data = scrub_bytes(data)
         rel = self.relative(path)
         problem = f"evidence file {rel} exists already; evidence is never overwritten"
         if rel in self.written:
             raise FileExistsError(problem)
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
-        try:
-            _write_new(path, data)
-        except FileExistsError:
-            raise FileExistsError(problem) from None
+
+        def write() -> None:
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            try:
+                _write_new(path, data)
+            except FileExistsError:
+                raise FileExistsError(problem) from None
+
+        if not self.attempt(path, write):
+            return None
         self.written[rel] = hashlib.sha256(data).hexdigest()
         return path
 
-    def write_json(self, path: Path, record: Mapping[str, Any]) -> Path:
+    def write_json(self, path: Path, record: Mapping[str, Any]) -> Path | None:
         text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
         return self.write_bytes(path, text.encode("utf-8"))
 
@@ -205,6 +286,8 @@ class EvidenceTree:
             if scrubbed is not data:
                 _atomic_write(target, data := scrubbed)
             rel = self.relative(target)
+            if rel in self.unwritten:  # its writer failed; what is there is not the whole file
+                return None
             self.written[rel] = hashlib.sha256(data).hexdigest()
             return target
         return self.write_bytes(target, data)
@@ -222,9 +305,10 @@ class EvidenceTree:
                 taken.append(rel)
         self.adopted[run_id] = taken
 
-    def seal(self, metadata: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> tuple[Path, str]:
+    def seal(self, metadata: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> tuple[Path, str] | None:
         """Write the run's manifest (and, with a signer, its attestation: ``result`` holds the
-        Test Result predicate's fields) and point ``LATEST`` at it; (manifest path, its SHA-256).
+        Test Result predicate's fields) and point ``LATEST`` at it; (manifest path, its SHA-256),
+        or ``None`` when the manifest could not be written (recorded in :attr:`unwritten`).
 
         The manifest names the previous sealed run with its manifest's (and envelope's) hash, so
         the runs form a chain. Sealing holds the evidence directory's lock, so concurrent runs
@@ -242,6 +326,8 @@ class EvidenceTree:
                 "metadata": dict(metadata),
                 "files": dict(sorted(self.written.items())),
             }
+            if self.unwritten:
+                manifest["unwritten"] = dict(sorted(self.unwritten.items()))
             if latest_found is not None:
                 manifest["latest_found"] = latest_found
             if self.signer is not None:
@@ -249,13 +335,17 @@ class EvidenceTree:
             path = self.run_dir / MANIFEST
             data = scrub_bytes((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
             digest = hashlib.sha256(data).hexdigest()
-            _atomic_write(path, data, sync=True)
+            if not self.attempt(path, lambda: _atomic_write(path, data, sync=True)):
+                return None
             if self.signer is not None:
                 claim = statement(self.run_id, (self.relative(path), digest), manifest["files"], previous,
                                   result or {})
                 payload = scrub_bytes(json.dumps(claim, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-                _atomic_write(self.run_dir / ENVELOPE, self.signer.envelope(payload), sync=True)
-            _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True)
+                envelope = self.signer.envelope(payload)
+                self.attempt(self.run_dir / ENVELOPE,
+                             lambda: _atomic_write(self.run_dir / ENVELOPE, envelope, sync=True))
+            self.attempt(self.root / LATEST,
+                         lambda: _atomic_write(self.root / LATEST, (self.run_id + "\n").encode(), sync=True))
         return path, digest
 
 

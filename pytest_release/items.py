@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,7 +25,7 @@ from .plan import CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
 
-__all__ = ["CheckFailed", "CheckItem", "PlanFile"]
+__all__ = ["CheckFailed", "CheckItem", "PlanFile", "check_properties", "gate_checks", "planned_checks"]
 
 DEADLINE = pytest.StashKey[float]()
 BLOCKED = pytest.StashKey[str]()
@@ -94,19 +94,13 @@ class GateNode(pytest.Collector):
         plan_file = stage_node.parent
         assert isinstance(plan_file, PlanFile)
         plan, kinds = plan_file.plan, plan_file.kinds
-        taken: dict[str, int] = {}
-        for spec in self.gate.checks:
-            kind = kinds[spec.kind]
-            for target in plan.targets_for(self.gate, spec, kinds) if kind.judges else [None]:
-                base = redact(spec.item_name(target), plan.secrets)
-                taken[base] = taken.get(base, 0) + 1
-                name = base if taken[base] == 1 else f"{spec.label}#{taken[base]}" + base[len(spec.label):]
-                # The node id is given as a string so that pytest >= 9.2 parses it the same way
-                # as the ids it reads back from reports and the --lf cache ("health[api]" is a name
-                # with a bracketed part there, not a child named "health[api]").
-                yield CheckItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", plan=plan,
-                                            stage=stage_node.stage, gate=self.gate, spec=spec, kind=kind,
-                                            target=target)
+        for name, spec, kind, target in gate_checks(plan, self.gate, kinds):
+            # The node id is given as a string so that pytest >= 9.2 parses it the same way
+            # as the ids it reads back from reports and the --lf cache ("health[api]" is a name
+            # with a bracketed part there, not a child named "health[api]").
+            yield CheckItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", plan=plan,
+                                        stage=stage_node.stage, gate=self.gate, spec=spec, kind=kind,
+                                        target=target)
 
     def reportinfo(self) -> tuple[str, int, str]:
         return str(self.path), self.gate.mark.line - 1, f"gate {self.gate.name}"
@@ -125,14 +119,7 @@ class CheckItem(pytest.Item):
         self.kind = kind
         self.target = target
         self.add_marker(spec.kind)
-        self.user_properties.extend([
-            ("release_stage", stage.name),
-            ("release_gate", gate.name),
-            ("release_check", spec.kind),
-            ("release_target", target.name if target else ""),
-            ("release_required", str(gate.required).lower()),
-            ("release_params", json.dumps(redact_value(dict(spec.params), plan.secrets), sort_keys=True)),
-        ])
+        self.user_properties.extend(check_properties(plan, stage, gate, spec, target))
 
     @property
     def gate_id(self) -> str:
@@ -218,6 +205,47 @@ def excerpt(result: CheckResult) -> list[str]:
         shown.append(f"... and {more} more (first {SHOWN_LINES} of {len(result.details)} shown; "
                      "the record's measured.details has them all)")
     return shown
+
+
+def gate_checks(plan: Plan, gate: Gate, kinds: Mapping[str, CheckKind]
+                ) -> Iterator[tuple[str, CheckSpec, CheckKind, Target | None]]:
+    """A gate's check items as collection makes them: (name, spec, kind, target)."""
+    taken: dict[str, int] = {}
+    for spec in gate.checks:
+        kind = kinds[spec.kind]
+        for target in plan.targets_for(gate, spec, kinds) if kind.judges else [None]:
+            base = redact(spec.item_name(target), plan.secrets)
+            taken[base] = taken.get(base, 0) + 1
+            name = base if taken[base] == 1 else f"{spec.label}#{taken[base]}" + base[len(spec.label):]
+            yield name, spec, kind, target
+
+
+def check_properties(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec,
+                     target: Target | None) -> list[tuple[str, str]]:
+    """The user properties every report of a check item carries (what the evidence is built from)."""
+    return [
+        ("release_stage", stage.name),
+        ("release_gate", gate.name),
+        ("release_check", spec.kind),
+        ("release_target", target.name if target else ""),
+        ("release_required", str(gate.required).lower()),
+        ("release_params", json.dumps(redact_value(dict(spec.params), plan.secrets), sort_keys=True)),
+    ]
+
+
+def planned_checks(plan: Plan, kinds: Mapping[str, CheckKind], stages: Sequence[str] | None
+                   ) -> dict[str, list[tuple[str, str]]]:
+    """Every check item the plan makes for the selected stages, by ``STAGE::GATE::NAME`` (its node
+    id after the plan file), with its report properties: what the controller compares the
+    verdicts it received with (under xdist it collects nothing itself)."""
+    planned = {}
+    for stage in plan.stages:
+        if stages is not None and stage.name not in stages:
+            continue
+        for gate in plan.stage_gates(stage):
+            for name, spec, _, target in gate_checks(plan, gate, kinds):
+                planned[f"{stage.name}::{gate.name}::{name}"] = check_properties(plan, stage, gate, spec, target)
+    return planned
 
 
 def _plain(values: Mapping[str, Any]) -> str:

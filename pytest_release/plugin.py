@@ -250,7 +250,11 @@ def pytest_configure(config: pytest.Config) -> None:
         state = RunState(Path(tempfile.mkdtemp(prefix="pytest-release-")), wait_for_others=False)
         owns = True
         if not config.option.collectonly:
-            skip_all = _start_evidence_and_rollback(config, settings, plan, kinds, manual, workflow)
+            try:
+                skip_all = _start_evidence_and_rollback(config, settings, plan, kinds, manual, workflow, state)
+            except pytest.UsageError:
+                shutil.rmtree(state.directory, ignore_errors=True)
+                raise
     monitoring = Monitoring(plan, kinds, state)
     kinds[MONITOR] = monitor_kind(monitoring)
     config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all, monitoring=monitoring,
@@ -279,10 +283,16 @@ def _manual_trigger(settings: Settings, plan: Plan, workflow: WorkflowRun | None
 
 def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan: Plan,
                                  kinds: dict[str, CheckKind], manual: Trigger | None,
-                                 workflow: WorkflowRun | None) -> str:
+                                 workflow: WorkflowRun | None, state: RunState) -> str:
     """On the controller: the recorder (evidence) and the rollback controller; why no check runs
-    if this run is a manual rollback or resumes an interrupted one."""
+    if this run is a manual rollback or resumes an interrupted one. An evidence directory that
+    cannot be written is a usage error here, before any check runs."""
     tree = EvidenceTree(settings.evidence_dir, new_run_id())
+    problem = tree.preflight()
+    if problem is not None:
+        shown = _display(settings.evidence_dir, config.invocation_params.dir)
+        raise pytest.UsageError(f"the evidence directory {shown} cannot be written: {problem}. Nothing ran; "
+                                "choose another with --release-evidence-dir (or release.evidence in the plan)")
     if settings.sign_key:
         from .attest import KeyProblem, load_signer
 
@@ -293,7 +303,7 @@ def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan
         if tree.signer.secret:  # inline key text is redacted from every record, like ${env:...} values
             plan.secrets = plan.secrets | {tree.signer.secret}
     _default_reports(config, tree)
-    recorder = Recorder(config, plan, tree, settings.stages, workflow)
+    recorder = Recorder(config, plan, tree, settings.stages, workflow, kinds=kinds, state=state)
     config.pluginmanager.register(recorder, RECORDER)
     resume = find_unfinished(settings.evidence_dir / "rollback" / "procedures")
     if resume is not None and resume.start.get("trigger") not in plan.triggers:

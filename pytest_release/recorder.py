@@ -5,6 +5,12 @@ pytest-html's reporter. It learns everything from test reports (their user prope
 JSON record per check as each one finishes, and at the end of the session the gate, stage and run
 records, the release summary (into the HTML report, the terminal and ``GITHUB_STEP_SUMMARY``),
 copies of the JUnit and HTML reports, and the manifest that seals the run.
+
+Two faults of the run itself end here too. Evidence that cannot be written (disk full, read-only)
+is recorded by the evidence tree's guarded write and reported at the end (EVIDENCE INCOMPLETE,
+exit 21) while the rollback and the verdict go on. A planned check whose verdict never arrived (its
+xdist worker crashed, or the checks queued behind it were dropped) is a failed check: the
+controller compares what the plan holds with the verdicts received (:meth:`Recorder.fail_lost`).
 """
 
 from __future__ import annotations
@@ -25,19 +31,42 @@ import pytest
 from . import __version__
 from .analytics import AnalyticsRun, default_store, run_analytics, trends_html
 from .attest import test_result
+from .checks import CheckKind
 from .evidence import EvidenceTree, SealError, utc_iso
+from .items import planned_checks
 from .plan import METRIC, MONITOR, Plan
+from .runstate import Record, RunState
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
 from .summary import CheckOutcome, RunSummary, render_html, render_markdown, summarize
 
-__all__ = ["ROLLBACK_FAILED", "Recorder"]
+__all__ = ["EVIDENCE_INCOMPLETE", "ROLLBACK_FAILED", "Recorder", "final_exit_status"]
 
 #: The exit code of a run whose rollback failed (pytest's own codes are 0 to 6): the system may be
 #: inconsistent and someone must look. A rolled-back run exits 1, like a blocked one.
 ROLLBACK_FAILED = 20
+#: The exit code of a run some of whose evidence could not be written (disk full, read-only): its
+#: verdict stands (the terminal shows it), but an auditor cannot rely on its records. A failed
+#: rollback (20) wins over it: the system matters more than its records.
+EVIDENCE_INCOMPLETE = 21
+#: How many unwritten files the terminal lists (the manifest, if written, has them all).
+SHOWN_UNWRITTEN = 10
+
+
+def final_exit_status(status: int, rollback: RollbackResult | None, incomplete: bool) -> int:
+    """The run's exit code from pytest's, the rollback's outcome and whether evidence is missing:
+    a failed rollback 20 (also after Ctrl-C or SIGTERM); else a rollback 1 (2 if interrupted);
+    else incomplete evidence turns 0, 1 and 2 into 21."""
+    if rollback is not None:
+        if rollback.outcome == "rollback_failed":
+            return ROLLBACK_FAILED
+        if status != 2:
+            status = 1
+    if incomplete and status in (0, 1, 2):
+        return EVIDENCE_INCOMPLETE
+    return status
 
 SECTION_CONFIG = {"validation": "validation/config", "rollback": "rollback/config",
                   "monitoring": "monitoring/config", "analytics": "analytics/config",
@@ -59,8 +88,20 @@ class Recorder:
     """Gathers check outcomes from reports and writes the run's evidence."""
 
     def __init__(self, config: pytest.Config, plan: Plan, tree: EvidenceTree,
-                 selected: tuple[str, ...] | None, workflow: WorkflowRun | None = None) -> None:
+                 selected: tuple[str, ...] | None, workflow: WorkflowRun | None = None, *,
+                 kinds: dict[str, CheckKind] | None = None, state: RunState | None = None) -> None:
         self.config = config
+        self.kinds = kinds
+        self.state = state
+        #: Node ids of the check items this run planned (selected, collected here or on workers).
+        self.planned: set[str] = set()
+        #: Node ids whose verdict arrived (their last report).
+        self.finished: set[str] = set()
+        #: Workers that went down with an error, and why (xdist).
+        self.crashed: dict[str, str] = {}
+        self._planned_props: dict[str, list[tuple[str, str]]] | None = None
+        #: What stopped the run early, if a signal did ("SIGTERM").
+        self.interrupted_by: str | None = None
         self.workflow = workflow
         self.plan = plan
         self.tree = tree
@@ -81,7 +122,8 @@ class Recorder:
                 "release": {"name": self.plan.name, "version": self.plan.version},
                 "plan": {"path": self.plan.display, "sha256": self.plan.sha256}, "time_scale": self.plan.time_scale}
 
-    def write(self, path: Path, record: dict[str, Any]) -> Path:
+    def write(self, path: Path, record: dict[str, Any]) -> Path | None:
+        """Write a record through the tree's guarded path (``None``: it could not be written)."""
         return self.tree.write_json(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -111,8 +153,9 @@ class Recorder:
         if report.failed or report.skipped:
             text = getattr(report, "wasxfail", "") or _skip_or_failure_text(report)
             outcome.message = outcome.message or redact(text, self.plan.secrets)
-        if report.when != "teardown":
+        if report.when != "teardown" and "release_lost" not in props:
             return
+        self.finished.add(report.nodeid)
         first_line = outcome.message.splitlines()[0] if outcome.message else ""
         outcome.summary = str(props.get("summary") or "") or first_line
         outcome.measured = _json(props.get("measured"), {})
@@ -132,9 +175,87 @@ class Recorder:
                   "expected": outcome.expected, "verdict": outcome.verdict, "summary": outcome.summary,
                   "message": outcome.message, "start": utc_iso(outcome.start), "end": utc_iso(outcome.end),
                   "duration_s": round(outcome.duration, 6), "worker": outcome.worker}
-        outcome.record = self.tree.relative(self.write(path, record))
+        written = self.write(path, record)
+        outcome.record = self.tree.relative(written) if written is not None else None
         if outcome.kind == MONITOR:
             self._monitoring_records(outcome)
+
+    # -- checks without a verdict ------------------------------------------------------------
+
+    def _plan_props(self, nodeid: str) -> list[tuple[str, str]] | None:
+        """The report properties of ``nodeid`` if it is a check item of this plan."""
+        if self._planned_props is None:
+            self._planned_props = planned_checks(self.plan, self.kinds or {}, self.selected)
+        head, sep, rest = nodeid.partition("::")
+        if not sep or Path(head).name != self.plan.path.name:
+            return None
+        return self._planned_props.get(rest)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The planned checks, when this process collected them (no xdist)."""
+        self.planned.update(i.nodeid for i in session.items if self._plan_props(i.nodeid) is not None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """The planned checks, as each xdist worker collected them (the controller collects none)."""
+        self.planned.update(i for i in ids if self._plan_props(i) is not None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        if error is not None:
+            self.crashed[str(getattr(getattr(node, "gateway", None), "id", node))] = str(error)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """A check whose xdist worker crashed while running it has no verdict: it failed. Its report
+        (which xdist logs next) carries the check's properties, so the evidence and the summary
+        name it; and the verdict goes to the shared run state at once, so that workers waiting for
+        the earlier stages learn of it now."""
+        props = self._plan_props(crashitem)
+        if props is None:
+            return
+        worker = str(getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "?"))
+        why = f"no verdict received: worker {worker} crashed while running it (killed, or out of memory)"
+        self._lose(report, props, why)
+
+    def _lose(self, report: pytest.TestReport, props: list[tuple[str, str]], why: str) -> None:
+        required = dict(props).get("release_required") == "true"
+        verdict = "failed" if required else "warning"
+        report.user_properties = [*props, ("release_verdict", verdict), ("summary", why), ("release_lost", why)]
+        report.longrepr = why
+        head, _, rest = report.nodeid.partition("::")
+        report.location = (head, None, rest)  # shown as the check, not as the plan file
+        if not required:  # like any failure in a gate with required: false, a warning
+            report.outcome = "skipped"
+            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"  # type: ignore[attr-defined]
+        if self.state is not None:
+            record = Record(report.nodeid, dict(props)["release_stage"], dict(props)["release_gate"], verdict, why)
+            try:
+                self.state.share(record)
+            except OSError:  # the run state is a private temporary folder; its loss only slows waiters
+                pass
+
+    def fail_lost(self, session: pytest.Session) -> list[str]:
+        """At the end of the test loop: every planned check whose verdict never arrived failed (its
+        gate fails; under xdist its worker crashed, or it was dropped with the crashed worker's
+        queue). Each is reported like a check (terminal, JUnit, evidence). Their node ids."""
+        lost = sorted(self.planned - self.finished)
+        crashed = "; ".join(f"worker {w}: {e}" for w, e in self.crashed.items())
+        for nodeid in lost:
+            props = self._plan_props(nodeid)
+            if props is None:
+                continue
+            why = ("no verdict received: its worker crashed before it reported (" + crashed + ")" if crashed
+                   else "no verdict received: no report of this check reached the controller")
+            location = (nodeid.partition("::")[0], None, nodeid.partition("::")[2])
+            hook = self.config.hook
+            now = time.time()
+            hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+            report = pytest.TestReport(nodeid, location, {}, "failed", why, "call", [], 0.0, now, now, [])
+            self._lose(report, props, why)
+            hook.pytest_runtest_logreport(report=report)
+            hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        return lost
 
     def _monitoring_records(self, outcome: CheckOutcome) -> None:
         """A monitoring metric's alerts (with the samples that made one fire) and its tasks' runs,
@@ -203,8 +324,7 @@ class Recorder:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
-        if self.rollback is not None and int(session.exitstatus) != 2:
-            session.exitstatus = ROLLBACK_FAILED if self.rollback.outcome == "rollback_failed" else 1
+        session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, False)
         if self.plan.analytics_metrics or self.plan.analyses:  # before the reports, which show it
             self.analytics = run_analytics(self.plan, self.tree.run_id, self._summary(session),
                                            list(self.outcomes.values()), self.started,
@@ -213,29 +333,76 @@ class Recorder:
         summary = self._summary(session)
         if self.journal is not None:
             self.tree.add_file(self.journal, self.journal)
-        if self.rollback is not None and self.rollback.resumed_from:
-            self.tree.adopt(self.rollback.resumed_from)
+        if self.rollback is not None:
+            for run_id in self.rollback.resumed_runs or ([self.rollback.resumed_from]
+                                                         if self.rollback.resumed_from else []):
+                self.tree.adopt(run_id)
         self._write_end_records(summary)
         self._analytics_records()
         self._copy_reports()
         self._github_summary(summary)
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
         signed = None
         if self.tree.signer is not None:
             signed = test_result(self.plan, summary, self.outcomes.values(), self.rollback,
                                  os.path.relpath(self.plan.path, self.config.rootpath).replace(os.sep, "/"))
         try:
             self.manifest = self.tree.seal(self._metadata(summary), signed)
-        except SealError as exc:  # the files stay, unsealed: verify lists them
-            session.exitstatus = session.exitstatus or 3
+        except SealError as exc:  # the files stay, unsealed (verify lists them): evidence incomplete
+            session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, True)
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None:
                 tr.write_line(f"pytest-release: {summary.banner}: evidence NOT sealed: {exc}", red=True)
             return result
-        if tr is not None:
+        self._report_end(summary)
+        session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
+        return result
+
+    @pytest.hookimpl(wrapper=True, trylast=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_reports(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
+        """Around the plugins that write the JUnit XML and the HTML report into the evidence: a
+        report that cannot be written there is incomplete evidence, not an internal error that
+        would hide the verdict (pytest's terminal summary runs outside this wrapper)."""
+        try:
+            return (yield)
+        except OSError as exc:
+            reports = [Path(v) for v in (getattr(self.config.option, "xmlpath", None),
+                                         getattr(self.config.option, "htmlpath", None)) if v]
+            ours = [r for r in reports if self._inside(r)]
+            if exc.filename is not None and not self._inside(Path(exc.filename)) or not ours:
+                raise
+            missing = [r for r in ours if not r.is_file()] or ours
+            for report in missing:
+                self.tree.record_failure(report, exc)
+            return None
+
+    def _inside(self, path: Path) -> bool:
+        try:
+            path.resolve().relative_to(self.tree.root.resolve())
+        except ValueError:
+            return False
+        return True
+
+    def _report_end(self, summary: RunSummary) -> None:
+        """The last lines: the verdict, where the sealed evidence is, and what could not be written."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return
+        unwritten = self.tree.unwritten
+        if self.manifest is not None:
             how = f", signed by key {self.tree.signer.keyid[:16]}" if self.tree.signer else ""
             tr.write_line(f"pytest-release: {summary.banner}: evidence sealed in {self.tree.run_dir} "
                           f"(manifest sha256 {self.manifest[1]}{how})")
-        return result
+        else:
+            tr.write_line(f"pytest-release: {summary.banner}: EVIDENCE NOT SEALED: the manifest in "
+                          f"{self.tree.run_dir} could not be written", red=True, bold=True)
+        if unwritten:
+            tr.write_line(f"pytest-release: EVIDENCE INCOMPLETE: {len(unwritten)} evidence file(s) could not be "
+                          f"written in {self.tree.root} (the verdict above stands):", red=True, bold=True)
+            for rel, why in list(unwritten.items())[:SHOWN_UNWRITTEN]:
+                tr.write_line(f"  {rel}: {why}", red=True)
+            if len(unwritten) > SHOWN_UNWRITTEN:
+                tr.write_line(f"  ... and {len(unwritten) - SHOWN_UNWRITTEN} more"
+                              + (" (listed in the manifest)" if self.manifest is not None else ""), red=True)
 
     def _write_end_records(self, summary: RunSummary) -> None:
         end = time.time()
@@ -268,7 +435,9 @@ class Recorder:
             counts[outcome.verdict] = counts.get(outcome.verdict, 0) + 1
         self.write(self.tree.run_dir / "summary.json", {
             **self.envelope("run"), "outcome": summary.outcome, "banner": summary.banner,
-            "exit_status": summary.exit_status, "counts": counts,
+            "exit_status": final_exit_status(summary.exit_status, self.rollback, bool(self.tree.unwritten)),
+            "evidence_incomplete": dict(self.tree.unwritten), "interrupted_by": self.interrupted_by,
+            "counts": counts,
             "stages_run": [s.name for s in summary.stages if s.verdict not in ("not_selected",)],
             "start": utc_iso(self.started), "end": utc_iso(end), "duration_s": round(end - self.started, 6),
             "attention": [{"nodeid": c.nodeid, "verdict": c.verdict, "summary": c.summary,
@@ -348,7 +517,7 @@ class Recorder:
             "release": {"name": self.plan.name, "version": self.plan.version},
             "plan": {"path": self.plan.display, "sha256": self.plan.sha256},
             "outcome": summary.outcome,
-            "exit_status": summary.exit_status,
+            "exit_status": final_exit_status(summary.exit_status, self.rollback, bool(self.tree.unwritten)),
             "git_commit": _git_commit(self.plan.base_dir),
             "host": socket.gethostname(),
             "platform": platform.platform(),

@@ -63,8 +63,17 @@ class RunState:
         """Keep ``record``; with other processes (xdist) also write it for them, atomically, so a
         reader never sees half of it."""
         self._records[record.nodeid] = record
-        if not self.wait_for_others:
-            return
+        if self.wait_for_others:
+            self._write(record)
+
+    def share(self, record: Record) -> None:
+        """Keep ``record`` and hand it to every process at once, also from the controller: a
+        verdict the controller decides (a check whose worker crashed) that workers waiting for
+        the earlier stages must see now rather than at the end of their wait."""
+        self._records[record.nodeid] = record
+        self._write(record)
+
+    def _write(self, record: Record) -> None:
         final = self._file(record.nodeid)
         temp = final.with_suffix(f".{os.getpid()}.tmp")
         temp.write_text(json.dumps(record.__dict__), "utf-8")
@@ -124,7 +133,9 @@ class RunState:
         """The first failed required check among ``earlier`` (the checks of the stages before
         ``stage``), and those of them that never finished; worked out once per stage.
 
-        Under xdist this waits (up to ``max_wait`` seconds) for the other workers to finish them.
+        Under xdist this waits (up to ``max_wait`` seconds) for the other workers to finish them,
+        and no longer than until one of them has failed (then the stage is skipped anyway; the
+        controller writes a failed record for a check whose worker crashed as soon as it knows).
         """
         if stage not in self._stage_verdicts:
             self._stage_verdicts[stage] = self._earlier_failure(earlier, max_wait)
@@ -137,6 +148,8 @@ class RunState:
             pending = [n for n in pending if self._read(n) is None]
             if not pending or time.monotonic() >= give_up:
                 break
+            if any(r.verdict == "failed" for n in earlier if (r := self._records.get(n)) is not None):
+                break  # a required gate failed (or lost its verdict): this stage is skipped, whatever else comes
             time.sleep(POLL)
         for nodeid in earlier:
             record = self._records.get(nodeid)

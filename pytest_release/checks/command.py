@@ -6,11 +6,15 @@ to the environment), ``exit_code`` (default 0), ``output`` (a regular expression
 stderr must match; matched against the output kept), ``max_output`` (the most bytes kept of
 stdout, and of stderr: see :mod:`.limits`), ``name`` (the item's name, default the program's
 name). The command's timeout is the gate's budget left; on timeout its whole process group is
-killed.
+killed, and so it is when the run is interrupted while it waits (Ctrl-C, SIGTERM).
+
+Whoever must know which process group a program runs in (the rollback's journal, so that a run
+resuming a killed rollback can end it) wraps the call in :func:`on_program_start`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import shlex
@@ -18,7 +22,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,22 @@ from typing import Any
 from .base import CheckContext, CheckKind, CheckResult
 from .limits import MAX_OUTPUT_PARAM, SHOWN_LINES, max_output
 
-__all__ = ["COMMAND", "ProgramRun", "command_label", "run_program"]
+__all__ = ["COMMAND", "ProgramRun", "command_label", "on_program_start", "run_program"]
+
+#: Called with (pid, shown command) right after a program started, in this context only.
+_STARTED: contextvars.ContextVar[Callable[[int, str], None] | None] = contextvars.ContextVar(
+    "pytest_release_program_started", default=None)
+
+
+@contextmanager
+def on_program_start(callback: Callable[[int, str], None]) -> Iterator[None]:
+    """Within this block (this thread or task), ``callback(pid, shown)`` is called as soon as
+    :func:`run_program` has started a program; ``pid`` is also its process group's id."""
+    token = _STARTED.set(callback)
+    try:
+        yield
+    finally:
+        _STARTED.reset(token)
 
 PARAMS: dict[str, Any] = {
     "type": "object",
@@ -163,7 +183,10 @@ def run_program(params: Mapping[str, Any], base_dir: Path, timeout: float) -> Pr
     assert proc.stdout is not None and proc.stderr is not None
     captures = [_Capture(proc.stdout.fileno(), limit), _Capture(proc.stderr.fileno(), limit)]
     error = ""
+    listener = _STARTED.get()
     try:
+        if listener is not None:
+            listener(proc.pid, shown)
         proc.wait(timeout=max(deadline - time.monotonic(), 0))
         for capture in captures:  # a child it left behind may hold the pipes open: not past the deadline
             capture.thread.join(max(deadline - time.monotonic(), 0))
@@ -176,6 +199,13 @@ def run_program(params: Mapping[str, Any], base_dir: Path, timeout: float) -> Pr
             pass
         proc.wait()
         error = f"did not finish within {time.monotonic() - started:.1f}s; killed"
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the program must not outlive its check
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
     finally:
         for capture in captures:
             capture.thread.join(KILL_GRACE)  # EOF once the killed group is gone

@@ -4,12 +4,21 @@ After the test loop (all workers done), it reads the check outcomes the recorder
 ``validation_failure`` when a required validation gate failed in a stage where the release is
 deployed (or ``manual_trigger`` for ``--release-rollback``), runs the procedures, and reports
 every step as a test result (terminal, JUnit, HTML). An interrupted rollback found in the
-evidence tree is resumed before anything else, and then the run's checks do not run.
+evidence tree is resumed, and then the run's checks do not run (they are skipped).
+
+SIGTERM (a cancelled or timed-out CI job) is taken like Ctrl-C while the checks run: a handler,
+installed on the controller from the session's start to its end (the previous one is put back),
+raises :class:`Terminated`, a ``KeyboardInterrupt``, so the checks stop, the rollback runs if one
+is due (``--release-rollback-on-interrupt``), and the evidence is sealed. Once the checks have
+stopped, a further SIGTERM is noted and ignored: a rollback step is never cut off half way (SIGKILL
+still ends the run; the next run resumes the rollback from its journal).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,7 +32,11 @@ from .actions import StepContext, StepResult
 from .journal import Journal, Unfinished
 from .runner import RollbackResult, StepOutcome, judge_gates, run_rollback, select_procedures
 
-__all__ = ["RollbackController", "hook_caller"]
+__all__ = ["RollbackController", "Terminated", "hook_caller"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while the checks ran: the run stops as after Ctrl-C."""
 
 
 def hook_caller(config: pytest.Config) -> Any:
@@ -52,22 +65,103 @@ class RollbackController:
         self.on_interrupt = on_interrupt
         self.resume = resume
         self.ran = False
+        #: SIGTERMs received; the first one while the checks ran stopped them.
+        self.terminated = 0
+        self._ignored_shown = 0
+        #: "idle", "checks" (SIGTERM stops the run), "finishing" (SIGTERM is noted and ignored).
+        self._phase = "idle"
+        self._previous: Any = None
+        self._installed = False
+
+    # -- SIGTERM ------------------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._phase = "checks"
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+        except (ValueError, OSError):  # no signals here (an embedding host): nothing to install
+            pass
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated += 1
+        if self._phase == "checks":
+            self._phase = "finishing"
+            self.recorder.interrupted_by = "SIGTERM"
+            raise Terminated("SIGTERM: the run was terminated (a cancelled or timed-out job); "
+                             "stopping the checks")
+        # Noted only: writing from a signal handler could break a write in progress. Shown after the
+        # current rollback step and in the summary.
+
+    def _show_ignored(self) -> None:
+        ignored = self.terminated - 1 if self.recorder.interrupted_by == "SIGTERM" else self.terminated
+        if ignored > self._ignored_shown:
+            self._ignored_shown = ignored
+            tr = self.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line("pytest-release: SIGTERM received while the rollback runs: ignored, so that no step "
+                              "is cut off half way (SIGKILL stops the run; the next run resumes the rollback)",
+                              yellow=True)
+
+    def _restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+        self._phase = "idle"
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Iterator[None]:
+        try:
+            return (yield)  # the evidence is sealed in here: a SIGTERM now is ignored too
+        finally:
+            self._restore()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._restore()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.terminated:
+            ignored = self.terminated - (1 if self.recorder.interrupted_by == "SIGTERM" else 0)
+            first = "the checks were stopped by SIGTERM" if self.recorder.interrupted_by == "SIGTERM" else ""
+            more = f"{ignored} SIGTERM(s) after the checks had stopped were ignored" if ignored else ""
+            terminalreporter.write_line(f"pytest-release: {'; '.join(x for x in (first, more) if x)}", yellow=True)
 
     # -- when ------------------------------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
-        if self.resume is not None:
-            self._run(self._trigger(self.resume.start["trigger"]), "", [], resume=self.resume)
+        # A resumed rollback runs after the loop (whose checks are all skipped), never before it:
+        # a failed step reported before pytest's own loop starts reads to pytest as a collection
+        # error ("1 error during collection", exit 2).
         try:
             result = yield
-        except KeyboardInterrupt:
-            if self.on_interrupt and self.resume is None:
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (Terminated), or xdist stopping (-x)
+            self._phase = "finishing"
+            if self.resume is not None:  # a rollback half done is finished whatever stopped the checks
+                self._resume()
+            elif self.on_interrupt:
                 self.fire(interrupted=True)
             raise
-        if self.resume is None:
+        except session.Failed:  # -x / --maxfail stopped the loop: a rollback due is still due
+            self._phase = "finishing"
+            if self.resume is not None:
+                self._resume()
+            else:
+                self.fire()
+            raise
+        self._phase = "finishing"
+        if self.resume is not None:
+            self._resume()
+        else:
+            self.recorder.fail_lost(session)  # a planned check without a verdict failed
             self.fire()
         return result
+
+    def _resume(self) -> None:
+        assert self.resume is not None
+        self._run(self._trigger(self.resume.start["trigger"]), "", [], resume=self.resume)
 
     def fire(self, interrupted: bool = False) -> None:
         """Fire the trigger this run calls for, at most once."""
@@ -137,6 +231,7 @@ class RollbackController:
         self.ran = True
         procedures, why = select_procedures(self.plan, trigger, [g.name for g in verify_gates])
         journal = resume.journal if resume else Journal(self.tree.path("rollback/procedures", "journal.jsonl"))
+        journal.tree = self.tree  # an append that cannot be written is incomplete evidence, not a stop
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             what = (f"resuming the rollback interrupted in run {resume.run_id}" if resume
@@ -185,4 +280,5 @@ class RollbackController:
                                        list(props))
             hook.pytest_runtest_logreport(report=report)
         hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        self._show_ignored()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
+from ..checks.command import on_program_start
 from ..deadline import call_with_deadline
 from ..metrics import metric_kind
 from ..monitoring import MetricRun, Progress
@@ -23,7 +24,7 @@ from ..plan import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure,
 from ..units import format_duration
 from .actions import ACTIONS, StepContext, StepResult
 from .expectations import Expectation, after_rollback
-from .journal import Journal, Unfinished
+from .journal import Journal, Unfinished, end_process_group, process_identity
 
 __all__ = ["FINAL_VERIFY", "RollbackResult", "StepOutcome", "judge_gates", "monitoring_verify_gate", "readiness",
            "readiness_kind", "run_rollback", "select_procedures"]
@@ -57,6 +58,9 @@ class RollbackResult:
     outcome: str  # rolled_back or rollback_failed
     steps: list[StepOutcome] = field(default_factory=list)
     resumed_from: str | None = None
+    #: Every run that worked on this rollback before this one (it started it, or resumed it and
+    #: was killed too), oldest first: their unsealed evidence belongs to this run's manifest.
+    resumed_runs: list[str] = field(default_factory=list)
 
     @property
     def failed_step(self) -> StepOutcome | None:
@@ -292,7 +296,8 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
         done = resume.completed
         journal.append("rollback_resume", run_id=run_id, completed=sorted(done))
     result = RollbackResult(trigger.name, reason, [p.name for p in procedures], "rolled_back",
-                            resumed_from=resume.run_id if resume else None)
+                            resumed_from=resume.run_id if resume else None,
+                            resumed_runs=list(resume.runs or [resume.run_id]) if resume else [])
     trigger_deadline = time.monotonic() + trigger.timeout
 
     def verify_for(procedure: str) -> Callable[[list[str]], StepResult]:
@@ -309,7 +314,7 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
         stopped: str | None = None
         for step in procedure.steps:
             outcome = _run_step(step, done, stopped, deadline, plan.base_dir, verify_for(procedure.name),
-                                call_hook, journal, resume)
+                                call_hook, journal, resume, run_id)
             result.steps.append(outcome)
             report(outcome)
             if outcome.verdict == "failed":
@@ -333,7 +338,7 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
 
 def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, base_dir: Path,
               verify: Callable[[list[str]], StepResult], call_hook: Any, journal: Journal,
-              resume: Unfinished | None) -> StepOutcome:
+              resume: Unfinished | None, run_id: str = "") -> StepOutcome:
     now = time.time()
     if step.id in done:
         return StepOutcome(step.id, step.procedure, step.name, step.action, "skipped",
@@ -344,7 +349,17 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
                            StepResult(False, f"not run: {stopped}, so procedure {step.procedure} stopped"), now, now)
     journal.append("step_start", step=step.id, action=step.action)
     started = time.time()
-    if step.action is None:
+    # A killed run may have left this step's program running: end it before running it again.
+    ended = [end_process_group(p) for p in (resume.left_running(step.id) if resume else [])]
+    still = [line for gone, line in ended if not gone]
+
+    def started_program(pid: int, shown: str) -> None:
+        journal.append("step_process", step=step.id, run_id=run_id, program=shown, **process_identity(pid))
+
+    if still:
+        result = StepResult(False, f"not run again: {still[0]}; a second copy must not run beside it",
+                            [f"before running it again: {line}" for _, line in ended])
+    elif step.action is None:
         result = StepResult(False, f"step {step.name!r} has no action: define "
                                    f"rollback.procedures[{step.procedure}].actions.{step.name}")
     elif deadline - time.monotonic() <= 0:
@@ -354,7 +369,12 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
         ctx = StepContext(step.procedure, step.name, step.params, base_dir, deadline, "rollback",
                           verify=verify, call_hook=call_hook)
         action = ACTIONS[step.action]
-        finished, done, error = call_with_deadline(lambda: action.run(ctx), ctx.remaining() + GRACE)
+
+        def run() -> StepResult:
+            with on_program_start(started_program):  # in the thread that runs the action
+                return action.run(ctx)
+
+        finished, done, error = call_with_deadline(run, ctx.remaining() + GRACE)
         if not finished:
             result = StepResult(False, f"did not finish within the budget of procedure {step.procedure} "
                                        "(or of its trigger)")
@@ -362,11 +382,13 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
             result = StepResult(False, f"{type(error).__name__}: {error}")
         else:
             result = done
+    if ended and not still:
+        result.details[:0] = [f"before running it again: {line}" for _, line in ended]
     verdict = "passed" if result.passed else "failed"
-    ended = time.time()
+    stop = time.time()
     journal.append("step_end", step=step.id, verdict=verdict, summary=result.summary,
-                   duration_s=round(ended - started, 3))
-    return StepOutcome(step.id, step.procedure, step.name, step.action, verdict, result, started, ended)
+                   duration_s=round(stop - started, 3))
+    return StepOutcome(step.id, step.procedure, step.name, step.action, verdict, result, started, stop)
 
 
 def _final_verify(gates: Sequence[Gate], judge: Callable[[Sequence[Gate]], StepResult],
