@@ -40,7 +40,7 @@ import secrets as _random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,7 +317,12 @@ class EvidenceTree:
         from .attest import ENVELOPE, statement
 
         os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
-        with seal_lock(self.root):
+        with ExitStack() as held:
+            try:
+                held.enter_context(seal_lock(self.root))
+            except OSError as exc:  # no lock file on a full or read-only disk: no manifest either
+                self.record_failure(self.run_dir / MANIFEST, exc)
+                return None
             previous, latest_found = _previous(self.root)
             manifest: dict[str, Any] = {
                 "run_id": self.run_id,
@@ -389,8 +394,11 @@ def seal_lock(root: Path, *, shared: bool = False, timeout: float | None = None)
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
         if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {_host()}\n".encode(), 0)
+            try:  # who holds it, for a run that waits in vain; best effort (a full disk)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {_host()}\n".encode(), 0)
+            except OSError:
+                pass
         yield
     finally:
         os.close(fd)  # closing the file releases the lock

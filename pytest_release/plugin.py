@@ -288,11 +288,6 @@ def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan
     if this run is a manual rollback or resumes an interrupted one. An evidence directory that
     cannot be written is a usage error here, before any check runs."""
     tree = EvidenceTree(settings.evidence_dir, new_run_id())
-    problem = tree.preflight()
-    if problem is not None:
-        shown = _display(settings.evidence_dir, config.invocation_params.dir)
-        raise pytest.UsageError(f"the evidence directory {shown} cannot be written: {problem}. Nothing ran; "
-                                "choose another with --release-evidence-dir (or release.evidence in the plan)")
     if settings.sign_key:
         from .attest import KeyProblem, load_signer
 
@@ -302,6 +297,12 @@ def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan
             raise pytest.UsageError(f"--release-sign-key: {exc}") from None
         if tree.signer.secret:  # inline key text is redacted from every record, like ${env:...} values
             plan.secrets = plan.secrets | {tree.signer.secret}
+            install_redaction(config, plan.secrets)
+    problem = tree.preflight()
+    if problem is not None:
+        shown = _display(settings.evidence_dir, config.invocation_params.dir)
+        raise pytest.UsageError(f"the evidence directory {shown} cannot be written: {problem}. Nothing ran; "
+                                "choose another with --release-evidence-dir (or release.evidence in the plan)")
     _default_reports(config, tree)
     recorder = Recorder(config, plan, tree, settings.stages, workflow, kinds=kinds, state=state)
     config.pluginmanager.register(recorder, RECORDER)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from .secrets import Redactor, activate, deactivate, parse_variables
+from .secrets import Redactor, activate, active, deactivate, parse_variables
 
 __all__ = ["NAME", "Redaction", "RedactingStream", "install", "plan_variables"]
 
@@ -34,12 +34,11 @@ class RedactingStream:
     """A text stream that masks the secrets in everything written to it, then passes it on
     (everything else is the wrapped stream's)."""
 
-    def __init__(self, stream: TextIO, redactor: Redactor) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._redactor = redactor
 
     def write(self, text: str) -> int:
-        self._stream.write(self._redactor.text(text))
+        self._stream.write(active().text(text))  # the run's secrets now (a signing key may join late)
         return len(text)
 
     def writelines(self, lines: Iterable[str]) -> None:
@@ -92,10 +91,12 @@ def _value(value: object, redactor: Redactor) -> object:
 
 
 class Redaction:
-    """The hooks that mask the run's secrets in every report (see the module's docstring)."""
+    """The hooks that mask the run's secrets in every report (see the module's docstring); the
+    secrets are those active in this process when a report is made (see ``secrets.activate``)."""
 
-    def __init__(self, redactor: Redactor) -> None:
-        self.redactor = redactor
+    @property
+    def redactor(self) -> Redactor:
+        return active()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
@@ -120,16 +121,16 @@ class Redaction:
 
 
 def install(config: pytest.Config, secrets: Iterable[str]) -> None:
-    """Mask ``secrets`` in every output of this run: registers :class:`Redaction`, makes them what
-    ``scrub_*`` mask, and puts :class:`RedactingStream` in front of ``sys.stdout`` and
+    """Mask ``secrets`` in every output of this run (called again, it adds to them): registers
+    :class:`Redaction`, makes them what ``scrub_*`` mask, and puts :class:`RedactingStream` in front of ``sys.stdout`` and
     ``sys.stderr`` (so the terminal reporter, created after this, writes through it)."""
     redactor = activate(secrets)
     if not redactor or config.pluginmanager.has_plugin(NAME):
         return
-    config.pluginmanager.register(Redaction(redactor), NAME)
+    config.pluginmanager.register(Redaction(), NAME)
     streams = (sys.stdout, sys.stderr)
-    sys.stdout = RedactingStream(sys.stdout, redactor)  # type: ignore[assignment]
-    sys.stderr = RedactingStream(sys.stderr, redactor)  # type: ignore[assignment]
+    sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
 
     def restore() -> None:
         if isinstance(sys.stdout, RedactingStream):
