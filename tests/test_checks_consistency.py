@@ -65,7 +65,8 @@ def test_queries_pass_and_fail(tmp_path: Path) -> None:
     ]
     ok = run_check("consistency", {"sqlite": "app.db"}, tmp_path, queries=queries)
     assert ok.passed, ok.details
-    assert ok.measured == {"queries": 2, "failed_queries": 0, "foreign_key_violations": 0}
+    assert ok.measured == {"queries": 2, "failed_queries": 0, "foreign_key_violations": 0,
+                           "query.1": {"rows": 0, "first_rows": []}, "query.2": 3}
     bad = run_check("consistency", {"sqlite": "app.db"}, tmp_path, queries=[
         {"sql": "SELECT id FROM orders WHERE total_cents > 300", "expect": "empty"},
         {"sql": "SELECT count(*) FROM orders", "compare": "<=", "value": 4},
@@ -74,7 +75,7 @@ def test_queries_pass_and_fail(tmp_path: Path) -> None:
     assert not bad.passed and bad.measured["failed_queries"] == 3
     assert bad.summary == ("app.db: 3 problem(s) in 3 queries, foreign keys: query 1 returned 2 row(s), "
                            "expected none: SELECT id FROM orders WHERE total_cents > 300")
-    assert "query 2: 5 <= 4 is false: SELECT count(*) FROM orders" in bad.details
+    assert "query 2: value is 5, expected <= 4: SELECT count(*) FROM orders" in bad.details
     assert any(d.startswith("query 3 failed: no such column: nope") for d in bad.details)
 
 
@@ -180,7 +181,8 @@ def test_postgres_queries_and_parity_with_sqlite(pg_dsn: str, tmp_path: Path) ->
          "expect": "empty"},
         {"sql": "SELECT sum(total_cents) FROM orders", "compare": "==", "value": 1500}])
     assert result.passed, result.details
-    assert result.measured == {"queries": 2, "failed_queries": 0, "tables": 2, "differing_tables": 0}
+    assert result.measured == {"queries": 2, "failed_queries": 0, "tables": 2, "differing_tables": 0,
+                               "query.1": {"rows": 0, "first_rows": []}, "query.2": 1500}
     sqlite_side = _run({"sqlite": "app.db"}, tmp_path, {"pg": pg}, parity="pg")
     assert sqlite_side.passed, sqlite_side.details
     conn = sqlite3.connect(tmp_path / "app.db")

@@ -9,6 +9,9 @@
 * **Services** (``url``): the version the service reports, ``field`` (dotted, default
   ``version``) of the JSON at ``path`` (default ``/version``), must be a PEP 440 version within
   ``version`` (a specifier such as ``>=1.0,<2``); without ``version``, any valid version passes.
+  ``json`` judges further fields of the same answer with the comparison vocabulary of
+  :mod:`pytest_release.compare` (``{api: {">=": 3}, "features": {length: {">=": 1}}}``), as
+  ``health`` does.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .base import CheckContext, CheckKind, CheckResult
-from .health import _field
+from ..compare import fields_problems, fields_schema, judge
+from .health import _field, json_problems
 from .http import get
 from .limits import MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM
 from .syntax import FORMATS, _display, _parse, config_files, load_validator
@@ -42,6 +46,8 @@ PARAMS: dict[str, Any] = {
                   "description": "services: the dotted JSON field holding the version (default version)"},
         "version": {"type": "string", "minLength": 1,
                     "description": "services: a PEP 440 specifier the reported version must satisfy (>=1.0,<2)"},
+        "json": fields_schema("services: further fields of the version answer: field path -> a value it must "
+                              "equal, or comparisons ({'>=': 3}, {matches: '^v'}, {version: '>=1.0'})"),
         "request_timeout": {**REQUEST_TIMEOUT_PARAM, "description": "services: " + REQUEST_TIMEOUT_PARAM["description"]},
         "max_body": {**MAX_BODY_PARAM, "description": "services: " + MAX_BODY_PARAM["description"]},
         "name": {"type": "string", "description": "names the item (compatibility-NAME[target])"},
@@ -197,23 +203,35 @@ def _service(ctx: CheckContext) -> CheckResult:
         return CheckResult(False, f"GET {url} answered {answer.status}, expected 200 with the version",
                            {"status": answer.status}, expected)
     try:
-        reported = _field(json.loads(answer.body), field)
+        document = json.loads(answer.body)
+        reported = _field(document, field)
     except (ValueError, KeyError):
         return CheckResult(False, f"GET {url}: no JSON field {field!r} with the version", {"status": 200}, expected)
-    measured = {"version": reported}
+    measured: dict[str, Any] = {"version": reported}
+    fields = ctx.params.get("json") or {}
+    if fields:
+        expected["json"] = fields
+    problems = json_problems(document, fields, measured)
     try:
         version = Version(str(reported))
     except InvalidVersion:
-        return CheckResult(False, f"{url} reports {field} {reported!r}, not a PEP 440 version", measured, expected)
-    if not spec_text:
-        return CheckResult(True, f"{url} reports version {version}", measured, expected)
-    try:
-        specifier = SpecifierSet(spec_text)
-    except InvalidSpecifier:
-        return CheckResult(False, f"version {spec_text!r} is not a PEP 440 specifier", measured, expected)
-    if version not in specifier:
-        return CheckResult(False, f"{url} reports version {version}, outside {spec_text}", measured, expected)
-    return CheckResult(True, f"{url} reports version {version}, within {spec_text}", measured, expected)
+        return CheckResult(False, f"{url} reports {field} {reported!r}, not a PEP 440 version", measured, expected,
+                           problems)
+    if spec_text:
+        try:
+            SpecifierSet(spec_text)
+        except InvalidSpecifier:
+            return CheckResult(False, f"version {spec_text!r} is not a PEP 440 specifier", measured, expected)
+        if judge(str(reported), {"version": spec_text}) is not None:
+            problems.insert(0, f"{url} reports version {version}, outside {spec_text}")
+    if problems:
+        if not problems[0].startswith(url):
+            problems[0] = f"{url} reports version {version}; {problems[0]}"
+        return CheckResult(False, problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                           measured, expected, problems)
+    within = f", within {spec_text}" if spec_text else ""
+    also = f"; {len(fields)} JSON field(s) as expected" if fields else ""
+    return CheckResult(True, f"{url} reports version {version}{within}{also}", measured, expected)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -222,7 +240,10 @@ def run(ctx: CheckContext) -> CheckResult:
 
 
 def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
-    """A version specifier that is not PEP 440 is a plan error."""
+    """A version specifier that is not PEP 440 is a plan error, and so is a broken comparison."""
+    problem = fields_problems(params.get("json"), "json")
+    if problem:
+        return problem
     if isinstance(params.get("version"), str):
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
 

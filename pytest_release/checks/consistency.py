@@ -2,8 +2,14 @@
 
 On a data store (SQLite or PostgreSQL), read-only:
 
-* ``queries``: SQL assertions. ``{sql, expect: empty}`` must return no rows;
-  ``{sql, compare: "<=", value: N}`` must return one value that compares so with ``N``.
+* ``queries``: SQL assertions, in the comparison vocabulary of :mod:`pytest_release.compare`
+  (the one ``health``'s ``json`` uses). ``{sql, value: EXPECTATION}``: the query returns one
+  value, which must meet it (``value: 0``, ``value: {">=": 5000}``, ``value: {between: [1, 9]}``);
+  ``{sql, rows: EXPECTATION}``: the rows, a list of lists, must meet it (``rows: {empty: true}``,
+  ``rows: {length: {"<=": 3}}``, ``rows: [[1, "a"]]``). The older forms keep working:
+  ``{sql, expect: empty}`` is ``rows: {empty: true}``, and ``{sql, compare: "<=", value: N}`` is
+  ``value: {"<=": N}``. What each query returned is kept in the record (``query.N``), also when
+  it passes.
 * ``parity: OTHER``: row counts and per-table checksums against another data-store target of
   the plan (a backup, a replica; SQLite and PostgreSQL may be compared with each other), naming
   every table that differs.
@@ -12,17 +18,17 @@ On a data store (SQLite or PostgreSQL), read-only:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Any
 
+from ..compare import NUMERIC, bounded, describe, expectation_problems, expectation_schema, judge
 from .base import CheckContext, CheckKind, CheckResult
 from .stores import Store, StoreError, open_store
 
 __all__ = ["CONSISTENCY"]
 
-OPS = {"<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">=": operator.ge,
-       ">": operator.gt}
+#: The older form's operators: ``{sql, compare: OP, value: N}`` is ``{sql, value: {OP: N}}``.
+OPS = (*NUMERIC, "==", "!=")
 
 QUERY = {
     "type": "object",
@@ -31,13 +37,24 @@ QUERY = {
     "properties": {
         "sql": {"type": "string", "minLength": 1, "description": "a read-only SQL query"},
         "name": {"type": "string", "description": "what the query asserts, shown in messages"},
-        "expect": {"enum": ["empty"], "description": "'empty': the query must return no rows"},
-        "compare": {"enum": sorted(OPS), "description": "how the query's single value compares with value"},
-        "value": {"type": "number", "description": "the threshold the query's single value is compared with"},
+        "value": {**expectation_schema(),
+                  "description": "the query's one value must meet this: a value it equals, or comparisons "
+                                 "({'>=': 1}, {between: [0, 9]}, ...); with compare, the number it is compared with"},
+        "rows": {**expectation_schema(),
+                 "description": "the query's rows (a list of lists) must meet this: {empty: true}, "
+                                "{length: {'<=': 3}}, [[1, 'a']], ..."},
+        "expect": {"enum": ["empty"], "description": "'empty': the query must return no rows (rows: {empty: true})"},
+        "compare": {"enum": sorted(OPS), "description": "the older form: how the query's one value compares "
+                                                        "with value (value: {OP: N} says the same)"},
     },
-    "oneOf": [{"required": ["expect"], "not": {"anyOf": [{"required": ["compare"]}, {"required": ["value"]}]}},
-              {"required": ["compare", "value"], "not": {"required": ["expect"]}}],
-    "description": "{sql, expect: empty} or {sql, compare: '<=', value: N}",
+    "dependentSchemas": {"compare": {"required": ["value"], "properties": {"value": {"type": "number"}}}},
+    "oneOf": [{"required": ["value"], "not": {"anyOf": [{"required": ["rows"]}, {"required": ["expect"]}]}},
+              {"required": ["rows"], "not": {"anyOf": [{"required": ["value"]}, {"required": ["expect"]},
+                                                       {"required": ["compare"]}]}},
+              {"required": ["expect"], "not": {"anyOf": [{"required": ["value"]}, {"required": ["rows"]},
+                                                         {"required": ["compare"]}]}}],
+    "description": "{sql, value: EXPECTATION}, {sql, rows: EXPECTATION}, {sql, expect: empty} or "
+                   "{sql, compare: OP, value: N}: exactly one of value, rows, expect",
 }
 
 PARAMS: dict[str, Any] = {
@@ -45,7 +62,7 @@ PARAMS: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "queries": {"type": "array", "items": QUERY, "minItems": 1,
-                    "description": "SQL assertions: {sql, expect: empty} or {sql, compare: OP, value: N}"},
+                    "description": "SQL assertions: {sql, value: EXPECTATION} or {sql, rows: EXPECTATION}"},
         "parity": {"type": "string", "description": "another data-store target that must hold the same rows "
                                                     "(row counts and checksums per table)"},
         "tables": {"type": "array", "items": {"type": "string"}, "minItems": 1,
@@ -61,43 +78,61 @@ def _short(sql: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _queries(store: Store, queries: list[Mapping[str, Any]], problems: list[str], details: list[str]) -> int:
+def query_expectation(query: Mapping[str, Any]) -> tuple[str, Any]:
+    """What a query asserts, in the one vocabulary: ``("value", EXPECTATION)`` about its one value
+    or ``("rows", EXPECTATION)`` about its rows (the older forms translated)."""
+    if query.get("expect") == "empty":
+        return "rows", {"empty": True}
+    if "compare" in query:
+        return "value", {query["compare"]: query.get("value")}
+    if "rows" in query:
+        return "rows", query["rows"]
+    return "value", query.get("value")
+
+
+def _queries(store: Store, queries: list[Mapping[str, Any]], problems: list[str], details: list[str],
+             measured: dict[str, Any]) -> int:
     failed = 0
     for number, query in enumerate(queries, 1):
         label = f"query {number}" + (f" ({query['name']})" if query.get("name") else "")
+        key = f"query.{number}"
         sql = query["sql"]
+        what, want = query_expectation(query)
         try:
             rows = store.query(sql)
         except StoreError as exc:
             failed += 1
             problems.append(f"{label} failed: {exc}: {_short(sql)}")
+            measured[key] = {"error": bounded(str(exc))}
             continue
-        if query.get("expect") == "empty":
-            if rows:
-                failed += 1
-                problems.append(f"{label} returned {len(rows)} row(s), expected none: {_short(sql)}")
-                details.extend(f"  {label} row: {row!r}"[:200] for row in rows[:5])
+        table = [list(row) for row in rows]
+        if what == "rows":
+            measured[key] = {"rows": len(table), "first_rows": bounded(table[:5], items=5)}
+            problem = judge(table, want)
+            if problem is None:
+                details.append(f"{label}: {len(table)} row(s), expected {describe(want)}")
+                continue
+            failed += 1
+            if want == {"empty": True}:
+                problems.append(f"{label} returned {len(table)} row(s), expected none: {_short(sql)}")
+                details.extend(f"  {label} row: {tuple(row)!r}"[:200] for row in table[:5])
             else:
-                details.append(f"{label}: no rows, as expected")
+                problems.append(f"{label}: rows {problem}: {_short(sql)}")
             continue
-        op, want = query["compare"], query["value"]
-        if len(rows) != 1 or len(rows[0]) != 1:
+        if len(table) != 1 or len(table[0]) != 1:
             failed += 1
-            problems.append(f"{label} returned {len(rows)} row(s) of {len(rows[0]) if rows else 0} column(s), "
-                            f"expected one value to compare {op} {want}: {_short(sql)}")
+            measured[key] = {"rows": len(table), "first_rows": bounded(table[:5], items=5)}
+            problems.append(f"{label} returned {len(table)} row(s) of {len(table[0]) if table else 0} column(s), "
+                            f"expected one value {describe(want)}: {_short(sql)}")
             continue
-        got = rows[0][0]
-        try:
-            ok = OPS[op](float(got), float(want))
-        except (TypeError, ValueError):
-            failed += 1
-            problems.append(f"{label} returned {got!r}, not a number to compare {op} {want}: {_short(sql)}")
-            continue
-        if ok:
-            details.append(f"{label}: {got} {op} {want}")
+        got = table[0][0]
+        measured[key] = bounded(got)
+        problem = judge(got, want)
+        if problem is None:
+            details.append(f"{label}: {bounded(got)!r}, expected {describe(want)}")
         else:
             failed += 1
-            problems.append(f"{label}: {got} {op} {want} is false: {_short(sql)}")
+            problems.append(f"{label}: value {problem}: {_short(sql)}")
     return failed
 
 
@@ -155,7 +190,7 @@ def run(ctx: CheckContext) -> CheckResult:
         try:
             if queries:
                 measured["queries"] = len(queries)
-                measured["failed_queries"] = _queries(store, queries, problems, details)
+                measured["failed_queries"] = _queries(store, queries, problems, details, measured)
             if foreign_keys:
                 rows = store.query("PRAGMA foreign_key_check")
                 measured["foreign_key_violations"] = len(rows)
@@ -196,11 +231,24 @@ def run(ctx: CheckContext) -> CheckResult:
     return CheckResult(True, f"{store.label}: {scope} consistent", measured, expected, details)
 
 
+def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
+    """A comparison the schema cannot judge (a broken regular expression, an empty range)."""
+    for number, query in enumerate(params.get("queries") or [], 1):
+        if not isinstance(query, Mapping):
+            continue
+        for key in ("value", "rows"):
+            if key in query and "compare" not in query:
+                for problem in expectation_problems(query[key]):
+                    return f"queries[{number - 1}].{key}: {problem}"
+    return None
+
+
 CONSISTENCY = CheckKind(
     name="consistency",
     judges=frozenset({"datastore"}),
     params=PARAMS,
     run=run,
+    param_problem=param_problem,
     target_refs=("parity",),
     description="SQL assertions, SQLite foreign keys and parity (row counts, checksums) between data stores",
 )

@@ -1,8 +1,8 @@
 """``health``: is the service up? An HTTP(S) GET of a path, or a TCP connect.
 
 Parameters: ``path`` (default: the target's ``health`` path, else ``/``), ``status`` (an
-expected status or a list of them, default 200), ``json`` (dotted field -> expected value in
-the JSON body), ``contains`` (text the body must contain), ``retries`` (further attempts after
+expected status or a list of them, default 200), ``json`` (field path -> expectation in the
+JSON body: a value it must equal, or comparisons; see :mod:`pytest_release.compare`), ``contains`` (text the body must contain), ``retries`` (further attempts after
 a failure, default 0) with ``delay`` between them (default 1s), ``request_timeout`` and
 ``max_body`` (see :mod:`.limits`). Every attempt's whole answer must arrive within
 ``request_timeout`` and the gate's budget left; retrying stops when the budget runs out.
@@ -18,6 +18,7 @@ from typing import Any
 
 import urllib3
 
+from ..compare import MISSING, bounded, fields_problems, fields_schema, judge, lookup
 from ..units import DURATION_SCHEMA, format_duration, parse_duration
 from .base import CheckContext, CheckKind, CheckResult
 from .http import connect_reason, get, http_pool
@@ -33,7 +34,8 @@ PARAMS: dict[str, Any] = {
         "status": {"description": "an HTTP status (100-599) or a list of them", "anyOf": [{"type": "integer", "minimum": 100, "maximum": 599},
                              {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599},
                               "minItems": 1}]},
-        "json": {"type": "object"},
+        "json": fields_schema("field path (status, checks.db, rows.0.id) -> a value it must equal, or "
+                              "comparisons ({'>=': 1}, {length: {'>=': 1}}, {matches: '^ok'}, ...)"),
         "contains": {"type": "string"},
         "retries": {"type": "integer", "minimum": 0, "maximum": 1000},
         "delay": DURATION_SCHEMA,
@@ -73,15 +75,25 @@ def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int = 
 
 
 def _field(document: object, dotted: str) -> object:
-    value = document
-    for part in dotted.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            raise KeyError(dotted)
+    """The value at a field path (see :func:`pytest_release.compare.lookup`); KeyError if missing."""
+    value = lookup(document, dotted)
+    if value is MISSING:
+        raise KeyError(dotted)
     return value
+
+
+def json_problems(document: object, fields: Mapping[str, Any], measured: dict[str, Any]) -> list[str]:
+    """Each field of ``fields`` judged in ``document``; what each field held goes into ``measured``
+    (``json.PATH``, bounded), also when it passes."""
+    problems = []
+    for path, want in fields.items():
+        got = lookup(document, path)
+        if got is not MISSING:
+            measured[f"json.{path}"] = bounded(got)
+        problem = judge(got, want)
+        if problem is not None:
+            problems.append(f"JSON field {path!r} {problem}")
+    return problems
 
 
 def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
@@ -111,17 +123,8 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
             document = json.loads(body)
         except ValueError:
             problems.append("body is not JSON")
-            document = None
-        if document is not None:
-            for dotted, want in params["json"].items():
-                try:
-                    got = _field(document, dotted)
-                except KeyError:
-                    problems.append(f"JSON field {dotted!r} is missing, expected {want!r}")
-                    continue
-                measured[f"json.{dotted}"] = got
-                if got != want:
-                    problems.append(f"JSON field {dotted!r} is {got!r}, expected {want!r}")
+        else:
+            problems += json_problems(document, params["json"], measured)
     if "contains" in params and params["contains"].encode() not in body:
         problems.append(f"body does not contain {params['contains']!r}")
     if problems:
@@ -197,6 +200,9 @@ HTTP_ONLY = ("path", "status", "json", "contains", "max_body")
 
 def param_problem(params: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
     """HTTP parameters mean nothing to a TCP target: say so rather than ignore them."""
+    problem = fields_problems(params.get("json"), "json")
+    if problem:
+        return problem
     used = [p for p in HTTP_ONLY if p in params]
     if "tcp" in target and used:
         return f"{', '.join(used)} apply to HTTP targets (url), not to a TCP target"
