@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["MISSING", "OPERATORS", "bounded", "describe", "expectation_problems", "expectation_schema",
-           "judge", "lookup", "parse_path", "shown"]
+           "fields_problems", "fields_schema", "judge", "lookup", "operator_hint", "parse_path", "shown"]
 
 NUMERIC = (">=", "<=", ">", "<")
 OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "between", "in", "exists", "empty", "length", "matches", "version")
@@ -226,16 +226,17 @@ def judge(value: Any, expected: object) -> str | None:
     for op, operand in expected.items():
         problem = _one(value, op, operand)
         if problem is not None:
-            return problem
+            return problem if problem.startswith("cannot be") else f"{problem}, expected {describe(expected)}"
     return None
 
 
-def _fails(value: object, expected: str, why: str = "") -> str:
-    return f"is {shown(value)}{why}, expected {expected}"
+def _fails(value: object, _want: str, why: str = "") -> str:
+    """What the value is (and why it cannot meet a comparison); :func:`judge` adds what was expected."""
+    return f"is {shown(value)}{why}"
 
 
 def _one(value: Any, op: str, operand: Any) -> str | None:
-    want = describe({op: operand})
+    want = ""
     if op == "exists":
         return None if operand else _fails(value, want)
     if op == "==":
@@ -267,7 +268,7 @@ def _one(value: Any, op: str, operand: Any) -> str | None:
         if not isinstance(value, (str, list, tuple, Mapping)):
             return _fails(value, want, f" ({type_name(value)}, which has no length)")
         problem = judge(len(value), operand)
-        return None if problem is None else f"has length {len(value)}, expected {want}"
+        return None if problem is None else f"has length {len(value)}"
     if op == "matches":
         if not isinstance(value, str):
             return _fails(value, want, f" ({type_name(value)}, not a string)")
@@ -339,6 +340,25 @@ def expectation_schema(*, numbers_only: bool = False) -> dict[str, Any]:
 def fields_schema(description: str) -> dict[str, Any]:
     """A mapping of field path to expectation (``json``)."""
     return {"type": "object", "additionalProperties": expectation_schema(), "description": description}
+
+
+#: Words other tools use for the comparisons, for "did you mean" in a plan error.
+SYNONYMS = {"gte": ">=", "ge": ">=", "min": ">=", "lte": "<=", "le": "<=", "max": "<=", "gt": ">", "lt": "<",
+            "eq": "==", "equals": "==", "ne": "!=", "neq": "!=", "not": "!=", "range": "between",
+            "one_of": "in", "oneof": "in", "enum": "in", "present": "exists", "regex": "matches", "match": "matches",
+            "pattern": "matches", "len": "length", "size": "length", "count": "length", "not_empty": "empty",
+            "non_empty": "empty", "nonempty": "empty", "specifier": "version", "=": "==", "=>": ">=", "=<": "<=",
+            "<>": "!="}
+
+
+def operator_hint(word: object) -> str:
+    """`` (did you mean '>='?)`` for a word other tools use for a comparison, else ``""``."""
+    known = SYNONYMS.get(str(word).strip().lower().replace("-", "_"))
+    if known is None:
+        return ""
+    if known == "empty":
+        return " (did you mean 'empty: false'?)" if "not" in str(word).lower() or "non" in str(word).lower() else ""
+    return f" (did you mean {known!r}?)"
 
 
 def expectation_problems(expected: object) -> list[str]:

@@ -19,6 +19,7 @@ import jsonschema
 
 from .checks import TARGET_KINDS, CheckKind
 from .checks.command import command_label
+from .compare import operator_hint
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
 from .secrets import redact, redact_value
@@ -476,7 +477,9 @@ def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
         key_path = path + (instance,)
         choices = schema.get("enum")
         if choices is not None:
-            doc.add(key_path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
+            hint = did_you_mean(str(instance), choices) or (
+                operator_hint(instance) if str(what).startswith("a comparison") else "")
+            doc.add(key_path, f"{instance!r} is not {what or 'allowed here'}{hint};"
                               f" known: {', '.join(map(str, choices))}{_hint(what)}", key=True)
         else:
             doc.add(key_path, f"{instance!r} is not {what or 'a valid key'}", key=True)

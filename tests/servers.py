@@ -6,8 +6,8 @@ until killed. Modes:
 * ``http``: ``/healthz`` answers 200 ``{"status": "ok", "version": "1.2.3"}``, ``/fail`` 503,
   ``/slow`` after 0.3 s, ``/delay?ms=N`` after N ms, ``/version`` ``{"version": "1.2.3"}``,
   ``/version?file=PATH`` the version written in the file PATH (the release deployed now),
-  ``/unless?file=PATH`` 503 while the file PATH exists,
-  anything else 404 (keep-alive, Nagle disabled). Every answer carries
+  ``/unless?file=PATH`` 503 while the file PATH exists, ``/echo?json=DOC`` 200 with the
+  URL-encoded JSON document DOC, anything else 404 (keep-alive, Nagle disabled). Every answer carries
   ``X-Content-Type-Options: nosniff``.
 * ``https CERT KEY``: the same over TLS with the given certificate chain and key (PEM files), plus
   ``Strict-Transport-Security``.
@@ -77,6 +77,8 @@ class Handler(BaseHTTPRequestHandler):
             with open(urllib.parse.unquote(self.path.partition("=")[2])) as current:
                 version = current.read().strip()
             self._send(200, {"version": version, "build": {"version": version}})
+        elif self.path.startswith("/echo?json="):  # the document a test asks for
+            self._send(200, json.loads(urllib.parse.unquote(self.path.partition("=")[2])))
         elif self.path == "/version":
             self._send(200, {"version": self.version, "build": {"version": self.version}})
         elif self.exposed and self.path in ("/.git/config", "/.env"):

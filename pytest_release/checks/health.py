@@ -129,8 +129,10 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
         problems.append(f"body does not contain {params['contains']!r}")
     if problems:
         snippet = " ".join(body[:300].decode("utf-8", "replace").split())[:200]
+        # Each problem also on a line of its own: the summary is cut at a terminal line's length.
+        lines = problems if len(problems) > 1 else []
         return CheckResult(False, f"GET {url} " + "; ".join(problems), measured, expected,
-                           [f"body: {snippet}"] if snippet else [])
+                           lines + ([f"body: {snippet}"] if snippet else []))
     return CheckResult(True, f"GET {url} answered {answer.status} in {measured['latency_ms']}ms",
                        measured, expected)
 
