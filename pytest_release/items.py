@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
-from .plan import CheckSpec, Gate, Plan, Stage, Target
+from .plan import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
 
@@ -35,6 +35,10 @@ EARLY = pytest.StashKey["Future[CheckResult]"]()
 #: timeouts end it first; pytest-timeout's signal (or, for a check started early, no longer
 #: waiting for it) is the backstop for a check that hangs.
 GRACE = 1.0
+
+
+#: When this item's check started and ended (``time.time()``), wherever it ran.
+RAN = pytest.StashKey[tuple[float, float]]()
 
 
 class OutOfTime(Exception):
@@ -137,7 +141,13 @@ class CheckItem(pytest.Item):
         ctx = CheckContext(kind=self.spec.kind, params=self.spec.params, target=self.target,
                            base_dir=self.plan.base_dir, gate=self.gate_id, budget=self.gate.timeout,
                            deadline=self.stash[DEADLINE], targets=self.plan.targets)
-        return self.kind.run(ctx)
+        started = time.time()
+        try:
+            return self.kind.run(ctx)
+        finally:
+            # The check's own time: a check started early (fan-out) ran before its item took the
+            # result, and its record must show how long the check took, not the wait for it.
+            self.stash[RAN] = (started, time.time())
 
     def runtest(self) -> None:
         early = self.stash.get(EARLY, None)
@@ -156,11 +166,18 @@ class CheckItem(pytest.Item):
         measured = dict(result.measured)
         if len(result.details) > SHOWN_LINES and "details" not in measured:
             measured["details"] = result.details  # the terminal shows an excerpt; the record all of them
+        ran = self.stash.get(RAN, None)
+        if early is not None and ran is not None:  # the recorder times the record by these
+            self.user_properties.extend([("check_start", repr(ran[0])), ("check_end", repr(ran[1]))])
         self.user_properties.extend([
             ("measured", json.dumps(redact_value(measured, secrets), sort_keys=True, default=str)),
             ("expected", json.dumps(redact_value(result.expected, secrets), sort_keys=True, default=str)),
             ("summary", redact(result.summary, secrets)),
         ])
+        output = measured.get("output")
+        if self.spec.kind == WORKFLOW_STEP and isinstance(output, list) and output:
+            # what a deploy printed, in the reports (pytest-html shows it for a passed step too)
+            self.add_report_section("call", "output", redact("\n".join(map(str, output)), secrets))
         if not result.passed:
             raise CheckFailed(result)
 

@@ -592,7 +592,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if rollback is not None:
         resumed = f" (resumed the rollback of run {rollback.resumed_from})" if rollback.resumed_from else ""
         if rollback.outcome == "rolled_back":
-            tr.write_line(f"ROLLED BACK{resumed}: {rollback.trigger}: every step passed and verify passed",
+            asked = " (as asked: exit 0)" if rollback.trigger == "manual_trigger" else ""
+            tr.write_line(f"ROLLED BACK{asked}{resumed}: {rollback.trigger}: every step passed and verify passed",
                           yellow=True, bold=True)
             if rollback.steps and rollback.steps[-1].verdict == "passed":
                 tr.write_line(f"  verify: {redact(rollback.steps[-1].result.summary, plan.secrets)}")

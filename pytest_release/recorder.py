@@ -45,7 +45,8 @@ from .summary import CheckOutcome, RunSummary, render_html, render_markdown, sum
 __all__ = ["EVIDENCE_INCOMPLETE", "ROLLBACK_FAILED", "Recorder", "final_exit_status"]
 
 #: The exit code of a run whose rollback failed (pytest's own codes are 0 to 6): the system may be
-#: inconsistent and someone must look. A rolled-back run exits 1, like a blocked one.
+#: inconsistent and someone must look. A rolled-back run exits 1, like a blocked one, unless an
+#: operator asked for the rollback (see :func:`rollback_exit_status`).
 ROLLBACK_FAILED = 20
 #: The exit code of a run some of whose evidence could not be written (disk full, read-only): its
 #: verdict stands (the terminal shows it), but an auditor cannot rely on its records. A failed
@@ -57,13 +58,14 @@ SHOWN_UNWRITTEN = 10
 
 def final_exit_status(status: int, rollback: RollbackResult | None, incomplete: bool) -> int:
     """The run's exit code from pytest's, the rollback's outcome and whether evidence is missing:
-    a failed rollback 20 (also after Ctrl-C or SIGTERM); else a rollback 1 (2 if interrupted);
+    a failed rollback 20 (also after Ctrl-C or SIGTERM); else a rollback 1, or 0 for an operator's
+    (see :func:`rollback_exit_status`; 2 if interrupted);
     else incomplete evidence turns 0, 1 and 2 into 21."""
     if rollback is not None:
         if rollback.outcome == "rollback_failed":
             return ROLLBACK_FAILED
         if status != 2:
-            status = 1
+            status = rollback_exit_status(rollback)
     if incomplete and status in (0, 1, 2):
         return EVIDENCE_INCOMPLETE
     return status
@@ -114,6 +116,7 @@ class Recorder:
         self.journal: Path | None = None
         self.session: pytest.Session | None = None
         self.analytics: AnalyticsRun | None = None
+        self.rollback_timing: dict[str, Any] | None = None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -161,6 +164,9 @@ class Recorder:
         outcome.measured = _json(props.get("measured"), {})
         outcome.expected = _json(props.get("expected"), {})
         outcome.params = _json(props.get("release_params"), {})
+        ran = _json(props.get("check_start"), None), _json(props.get("check_end"), None)
+        if all(isinstance(t, float) for t in ran):  # started early (fan-out): the check's own time
+            outcome.start, outcome.end = ran
         if outcome.kind == MONITOR and isinstance(outcome.measured.get("window_s"), (int, float)):
             # The window runs before the item's own phases (outside capture, for the live line):
             # its time is the window's.
@@ -291,10 +297,37 @@ class Recorder:
                 **self.envelope("procedure"), "procedure": name, "trigger": result.trigger, "verdict": verdict,
                 "steps": [{"step": s.step, "action": s.action, "verdict": s.verdict} for s in steps]})
         failed = result.failed_step
+        self.rollback_timing = rollback_timing(result, self.first_failure(result))
         self.write(self.tree.path("rollback/triggers", f"{result.trigger}.json"), {
             **self.envelope("trigger"), "trigger": result.trigger, "reason": result.reason,
             "procedures": result.procedures, "outcome": result.outcome, "resumed_from": result.resumed_from,
-            "failed_step": failed.key if failed else None, "journal": self.tree.relative(journal)})
+            "failed_step": failed.key if failed else None, **self.rollback_timing,
+            "journal": self.tree.relative(journal)})
+
+    def first_failure(self, result: RollbackResult) -> dict[str, Any] | None:
+        """What failed first after the release was deployed (a required check of a gate, an alert
+        that fired, a deploy step), and when; ``None`` for an operator's rollback."""
+        if result.trigger == "manual_trigger":
+            return None
+        deployed = {s.name for s in self.plan.stages if s.deployed} | set(self.plan.workflow_gates)
+        found: list[tuple[float, str, str]] = []
+        for outcome in self.outcomes.values():
+            if outcome.verdict != "failed" or outcome.stage not in deployed or not outcome.end:
+                continue
+            if outcome.stage in self.plan.workflow_gates:
+                found.append((outcome.end, "failed deploy", outcome.nodeid))
+                continue
+            fired = [a for a in outcome.measured.get("alerts") or [] if isinstance(a, dict) and a.get("fired")]
+            if outcome.kind == MONITOR and fired:
+                for alert in fired:
+                    at = outcome.start + float(alert.get("at_s") or 0.0)
+                    found.append((at, "fired alert", f"{outcome.nodeid}: alert {alert.get('alert')}"))
+                continue
+            found.append((outcome.end, "failed gate", outcome.nodeid))
+        if not found:
+            return None
+        at, what, where = min(found)
+        return {"at": utc_iso(at), "what": what, "check": where, "_t": at}
 
     # -- the end of the session -----------------------------------------------------------------
 
@@ -438,7 +471,12 @@ class Recorder:
             "exit_status": final_exit_status(summary.exit_status, self.rollback, bool(self.tree.unwritten)),
             "evidence_incomplete": dict(self.tree.unwritten), "interrupted_by": self.interrupted_by,
             "counts": counts,
-            "stages_run": [s.name for s in summary.stages if s.verdict not in ("not_selected",)],
+            "stages_run": [s.name for s in summary.stages if s.verdict not in ("not_selected", "skipped", "not_run")],
+            "stages_not_run": [{"name": s.name, "verdict": s.verdict, "reason": s.reason} for s in summary.stages
+                               if s.verdict in ("skipped", "not_run")],
+            "rollback": ({"trigger": self.rollback.trigger, "outcome": self.rollback.outcome,
+                          "manual": self.rollback.trigger == "manual_trigger", **(self.rollback_timing or {})}
+                         if self.rollback is not None else None),
             "start": utc_iso(self.started), "end": utc_iso(end), "duration_s": round(end - self.started, 6),
             "attention": [{"nodeid": c.nodeid, "verdict": c.verdict, "summary": c.summary,
                            "measured": c.measured, "expected": c.expected, "record": c.record}
@@ -529,6 +567,32 @@ class Recorder:
             "options": redact_value(options, self.plan.secrets),
             "args": [redact(str(a), self.plan.secrets) for a in self.config.invocation_params.args],
         }
+
+
+def rollback_exit_status(result: RollbackResult) -> int:
+    """A failed rollback exits 20. A rollback the run fired itself (a gate failed, an alert fired,
+    a deploy failed) exits 1: the release did not happen. An operator's rollback
+    (``--release-rollback``, or a workflow that reverts) that succeeded exits 0: it did what was
+    asked, and the summary says ROLLED BACK (as asked)."""
+    if result.outcome == "rollback_failed":
+        return ROLLBACK_FAILED
+    return 0 if result.trigger == "manual_trigger" else 1
+
+
+def rollback_timing(result: RollbackResult, first_failure: dict[str, Any] | None) -> dict[str, Any]:
+    """The rollback's start, end and duration (its steps through the final verify), and the time
+    to restore: from the first failure to the end of the verify (``None`` when nothing failed
+    first, as in an operator's rollback, or when the rollback did not restore)."""
+    ran = [s for s in result.steps if s.end]
+    start = min((s.start for s in ran), default=None)
+    end = max((s.end for s in ran), default=None)
+    failure = dict(first_failure) if first_failure else None
+    at = failure.pop("_t") if failure else None
+    restored = result.outcome == "rolled_back" and end is not None and at is not None
+    return {"start": utc_iso(start) if start is not None else None, "end": utc_iso(end) if end is not None else None,
+            "duration_s": round(end - start, 3) if start is not None and end is not None else None,
+            "first_failure": failure,
+            "time_to_restore_s": round(end - at, 3) if restored else None}  # type: ignore[operator]
 
 
 def _skip_or_failure_text(report: pytest.TestReport) -> str:

@@ -23,6 +23,16 @@ _string = {"type": "string"}
 _time = {"type": "string", "format": "date-time"}
 _number = {"type": "number"}
 _verdict = {"enum": [*VERDICTS, "not_run"]}
+_maybe_time = {"type": ["string", "null"], "format": "date-time"}
+_maybe_number = {"type": ["number", "null"]}
+#: A rollback's timing: its steps through the final verify, and the time to restore (the first
+#: failure after the deploy to the end of the verify; null for an operator's rollback).
+_TIMING: dict[str, Any] = {
+    "start": _maybe_time, "end": _maybe_time, "duration_s": _maybe_number, "time_to_restore_s": _maybe_number,
+    "first_failure": {"type": ["object", "null"], "required": ["at", "what", "check"],
+                      "properties": {"at": _time, "what": {"enum": ["failed gate", "fired alert", "failed deploy"]},
+                                     "check": _string}},
+}
 
 _ENVELOPE: dict[str, Any] = {
     "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step",
@@ -72,16 +82,20 @@ STAGES = _record("stages", {
 RUN = _record("run", {
     "outcome": {"enum": ["released", "passed", "blocked", "rolled_back", "rollback_failed", "interrupted",
                          "error"]},
-    "rollback": {"type": ["object", "null"]},
+    "rollback": {"type": ["object", "null"], "properties": {
+        "trigger": _string, "outcome": {"enum": ["rolled_back", "rollback_failed"]}, "manual": {"type": "boolean"},
+        **_TIMING}},
     "banner": _string, "exit_status": {"type": "integer"}, "counts": {"type": "object"},
-    "stages_run": {"type": "array"}, "start": _time, "end": _time, "duration_s": _number,
+    "stages_run": {"type": "array", "items": _string},
+    "stages_not_run": {"type": "array", "items": {"type": "object", "required": ["name", "verdict", "reason"]}},
+    "start": _time, "end": _time, "duration_s": _number,
 }, ["outcome", "banner", "exit_status"])
 
 TRIGGER = _record("trigger", {
     "trigger": _string, "reason": _string, "procedures": {"type": "array", "items": _string},
     "outcome": {"enum": ["rolled_back", "rollback_failed"]}, "resumed_from": {"type": ["string", "null"]},
-    "failed_step": {"type": ["string", "null"]}, "journal": _string,
-}, ["trigger", "reason", "procedures", "outcome", "journal"])
+    "failed_step": {"type": ["string", "null"]}, "journal": _string, **_TIMING,
+}, ["trigger", "reason", "procedures", "outcome", "journal", "start", "end", "duration_s", "time_to_restore_s"])
 
 PROCEDURE = _record("procedure", {
     "procedure": _string, "trigger": _string, "verdict": {"enum": ["passed", "failed"]},

@@ -93,7 +93,10 @@ class RunSummary:
 
     @property
     def banner(self) -> str:
-        return BANNERS[self.outcome]
+        """RELEASED, BLOCKED, ROLLED BACK, ...; ``ROLLED BACK (as asked)`` for an operator's
+        rollback that succeeded (it exits 0, where a rollback the run fired itself exits 1)."""
+        asked = self.outcome == "rolled_back" and self.rollback is not None and self.rollback.trigger == "manual_trigger"
+        return BANNERS[self.outcome] + (" (as asked)" if asked else "")
 
     def attention(self) -> list[CheckOutcome]:
         """Checks that failed or warned, in plan order."""

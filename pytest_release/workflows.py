@@ -16,7 +16,9 @@ A workflow is a list of steps; each step is one of:
   its backups of the state being replaced included, then the final verify).
 
 The workflow's ``timeout`` bounds the whole run: a check that would start after it is skipped.
-The workflow and what each of its steps did are recorded in ``automation/workflows``.
+The workflow and what each of its steps did are recorded in ``automation/workflows``; an action
+step's record keeps what it printed (``measured.output``), also when it succeeds, and the HTML
+report shows it in the step's "output" section.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from .units import format_duration
 __all__ = ["WorkflowRun", "select_workflow", "workflow_step_kind"]
 
 MONITORING_STEPS = ("collect", "analyze", "alert")
+#: How much of an action step's output its record keeps: the last lines, each cut to a length.
+OUTPUT_LINES = 200
+OUTPUT_CHARS = 500
 ROLLBACK_STEPS = ("backup", "revert")
 
 
@@ -162,8 +167,14 @@ def workflow_step_kind(plan: Plan, call_hook: Callable[[StepContext], StepResult
                                {"finished": False}, {"finished": True})
         if error is not None or result is None:
             return CheckResult(False, f"{workflow.name} step {step.name} ({step.action}) broke: {error!r}")
+        # What the step printed is kept also when it succeeds: the record's measured.output (the
+        # last OUTPUT_LINES lines, each bounded) and the report's "output" section (see items).
+        lines = [line if len(line) <= OUTPUT_CHARS else line[: OUTPUT_CHARS - 3] + "..." for line in result.details]
+        if len(lines) > OUTPUT_LINES:
+            lines = [f"... {len(lines) - OUTPUT_LINES} earlier line(s) not kept"] + lines[-OUTPUT_LINES:]
         return CheckResult(result.passed, f"{workflow.name} step {step.name} ({step.action}): {result.summary}",
-                           {"passed": result.passed, **result.measured}, {"passed": True}, result.details)
+                           {"passed": result.passed, **result.measured, "output": lines}, {"passed": True},
+                           result.details)
 
     return CheckKind(WORKFLOW_STEP, frozenset(), {"type": "object"}, run,
                      "a workflow's action step (deploy, ...), run in its own stage")

@@ -133,8 +133,9 @@ def test_security_https_min_tls_13(https_urls: tuple[dict[str, str], Path], tmp_
 def test_security_http_headers_and_forbidden_paths_pass(http_url: str, tmp_path: Path) -> None:
     result = run_check("security", {"url": http_url, "health": "/healthz"}, tmp_path)
     assert result.passed, result.details
-    assert result.measured == {"missing_headers": [], "exposed_paths": [], "unjudged_paths": [],
-                               "GET /.git/config": 404, "GET /.env": 404, "GET /debug": 404}
+    assert result.measured == {"missing_headers": [], "present_headers": ["X-Content-Type-Options"],
+                               "headers": "1 of 1 present (X-Content-Type-Options)", "exposed_paths": [],
+                               "unjudged_paths": [], "GET /.git/config": 404, "GET /.env": 404, "GET /debug": 404}
     assert "GET /.git/config: 404" in result.details
 
 

@@ -367,9 +367,16 @@ def _service(ctx: CheckContext) -> CheckResult:
             measured[f"GET {path}"] = answer.kind
         else:
             missing = [h for h in headers if h not in answer.headers]
+            present = [h for h in headers if h in answer.headers]
             measured["missing_headers"] = missing
+            measured["present_headers"] = present
+            # as text too: the terminal's measured line shows figures and text, not lists
+            measured["headers"] = (f"{len(present)} of {len(headers)} present"
+                                   + (f" ({', '.join(present)})" if present else "")
+                                   + (f", missing {', '.join(missing)}" if missing else ""))
             if missing:
-                problems.append(f"GET {path} lacks header(s) {', '.join(missing)}")
+                problems.append(f"GET {path} lacks header(s) {', '.join(missing)}"
+                                + (f" (present: {', '.join(present)})" if present else ""))
     exposed: list[str] = []
     unjudged: list[str] = []
     for p in forbidden:

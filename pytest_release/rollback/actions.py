@@ -628,12 +628,18 @@ def _symlink(ctx: StepContext) -> StepResult:
     if not target.exists():
         return StepResult(False, f"release to revert to does not exist: {target}")
     before = os.path.realpath(link) if link.is_symlink() else None
+    # The link keeps its form: a relative link (current -> releases/0.64) stays relative, so it
+    # survives a moved release root; ``relative`` says which form to write when there was no link.
+    was = os.readlink(link) if link.is_symlink() else None
+    relative = ctx.params.get("relative", was is not None and not os.path.isabs(was))
+    written = os.path.relpath(target, os.path.realpath(link.parent)) if relative else str(target)
     temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     temp.unlink(missing_ok=True)
-    os.symlink(target, temp)
+    os.symlink(written, temp)
     os.replace(temp, link)
-    return StepResult(True, f"{link.name} -> {target} (was {before or 'not a link'})",
-                      measured={"from": before, "to": str(target)})
+    return StepResult(True, f"{link.name} -> {written} (was {was or 'not a link'})",
+                      measured={"from": before, "to": str(target), "link_was": was, "link": written,
+                                "relative": bool(relative)})
 
 
 def _symlink_backup_into(ctx: StepContext, target: Path, forensic: bool) -> StepResult:
@@ -1046,7 +1052,10 @@ ACTIONS: dict[str, ActionKind] = {a.name: a for a in (
                                       "a SQLite database and the backup to restore into it"),
                _sqlite_restore, _sqlite_restore_ready,
                description="verify a SQLite backup, restore it into the live database, prove the content equal"),
-    ActionKind("symlink", _obj({"link": {"type": "string"}, "to": {"type": "string"}}, ("link", "to"),
+    ActionKind("symlink", _obj({"link": {"type": "string"}, "to": {"type": "string"},
+                                "relative": {"type": "boolean", "description": "write a relative link (default: "
+                                             "the form the link had; absolute when there was none)"}},
+                               ("link", "to"),
                                "a symlink and the release it should point to"),
                _symlink, _symlink_ready, description="switch a symlink to another release, atomically"),
     ActionKind("symlink_backup", _obj({"link": {"type": "string"}, "to": {"type": "string"}}, ("link", "to"),
