@@ -93,7 +93,8 @@ CASES: dict[str, tuple[str, str, str, tuple[str, ...], int, str, str]] = {
     "judge-as-written": (PIN_COMPAT, "judge", "gate", (), 20, "judge", "failed"),
     "override-that-fails": (PIN_COMPAT, "{version: '==0.9'}", "gate", (), 20, "override", "failed"),
     "not-required-warns": (PIN_COMPAT, "judge", "report", (), 1, "judge", "warning"),
-    "manual-rollback": (PIN_COMPAT, "", "gate", ("--release-rollback",), 1, "unpinned", "passed"),
+    # an operator's rollback that succeeded exits 0: it did what was asked
+    "manual-rollback": (PIN_COMPAT, "", "gate", ("--release-rollback",), 0, "unpinned", "passed"),
 }
 
 
@@ -117,8 +118,8 @@ def test_the_verify_judges_the_previous_release_with_the_plans_expectations(
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", *args)
     assert result.ret == code, result.stdout.str()
     assert current.read_text() == "1.0.0" and not fault.exists()  # the rollback did its work
-    if code == 1:
-        result.stdout.fnmatch_lines(["*::rollback::verify PASSED*", "*ROLLED BACK: *verify passed*"])
+    if code in (0, 1):
+        result.stdout.fnmatch_lines(["*::rollback::verify PASSED*", "*ROLLED BACK*: *verify passed*"])
     else:
         result.stdout.fnmatch_lines(["*::rollback::verify FAILED*", "*ROLLBACK FAILED*"])
     gate = "version_report" if where == "report" else "service_validation"
