@@ -44,6 +44,22 @@ echo
 echo "release $version: pytest exit code $status"
 run=$(cat "$here/evidence/release/LATEST")
 echo "evidence: $here/evidence/release/runs/$run (report.html, junit.xml, summary.json, manifest.json)"
+# What the deploy printed and how long the rollback took, from the run's evidence.
+python3 - "$here/evidence/release" "$run" <<'PY'
+import json, pathlib, sys
+root, run = pathlib.Path(sys.argv[1]), sys.argv[2]
+for path in sorted((root / "validation" / "gates" / run / "deploy").rglob("*.json")):
+    record = json.loads(path.read_text())
+    if record.get("record") == "check":
+        print(f"deploy: {record['summary']}")
+        print("".join(f"    {line}\n" for line in record["measured"].get("output", [])), end="")
+rollback = json.loads((root / "runs" / run / "summary.json").read_text()).get("rollback")
+if rollback:
+    first = rollback["first_failure"] or {}
+    print(f"rollback: {rollback['outcome']} in {rollback['duration_s']}s; time to restore "
+          f"{rollback['time_to_restore_s']}s from the first failure ({first.get('what', 'none')}: "
+          f"{first.get('check', '-')})")
+PY
 python3 -m pytest_release verify "$here/evidence/release" --run "$run"
 echo "serving now: $(python3 ctl.py status | tr '\n' ' ')"
 exit $status

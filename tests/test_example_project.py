@@ -42,7 +42,8 @@ def test_good_release_passes_every_gate(pytester: pytest.Pytester, example: Exam
     after.stdout.fnmatch_lines([
         "*::release::service_validation::health?api? PASSED*",
         "*::post_release::data_validation::catalogue?db? PASSED*",
-        "*::post_release::data_validation::command?catalogue-sane? PASSED*",
+        "*::post_release::data_validation::consistency-catalogue?db? PASSED*",
+        "*::post_release::service_validation::health-catalogue?api? PASSED*",
         "*::post_release::version_report::health-version?api? PASSED*",
         "*shop: every required gate that ran passed*",
     ])
