@@ -208,7 +208,7 @@ def test_monitoring_window_under_xdist_runs_once(pytester: pytest.Pytester, writ
     # The items ran on both workers; one process sampled the window for both.
     assert {r["worker"] for r in metrics} == {"gw0", "gw1"}
     assert len({r["measured"]["sampled_by_pid"] for r in metrics}) == 1
-    assert took < 10
+    assert took < 40  # no worker waited out the earlier stages' budgets (minutes before)
 
 
 def test_monitoring_plan_errors(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str) -> None:

@@ -210,13 +210,14 @@ def test_hanging_check_fails_within_budget_and_the_run_goes_on(
     took = time.monotonic() - started
     assert result.ret == 1
     result.stdout.fnmatch_lines([
-        f"*GET {hang_url}/ gave no answer within 2*s (the 2s budget of gate pre_release::service_validation ran out)*",
+        f"*GET {hang_url}/ gave no answer within *s (the 2s budget of gate pre_release::service_validation ran out)*",
         "*1 failed, 1 passed*",
     ])
     durations = [float(m.group(1)) for m in re.finditer(r"^([0-9.]+)s call .*health\[stuck\]", result.stdout.str(),
                                                         re.MULTILINE)]
-    assert durations and durations[0] < 2 + 2, result.stdout.str()
-    assert took < 20
+    # The server never answers: the check ends at its 2 s budget (a loaded machine adds seconds, not minutes).
+    assert durations and durations[0] < 2 + 6, result.stdout.str()
+    assert took < 40
 
 
 @pytest.mark.parametrize("fan_out", [False, True], ids=["alone", "fanned-out"])
