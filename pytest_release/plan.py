@@ -23,13 +23,15 @@ from .compare import operator_hint
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
 from .secrets import redact, redact_value
-from .units import parse_duration
+from .units import FORMAT_CHECKER, parse_duration
 from .yamldoc import Document, Mark, load_yaml_text, read_text
 
-__all__ = ["Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan", "Stage", "Target",
-           "Task", "Workflow", "load_plan", "merge_params", "target_kind"]
+__all__ = ["MAX_INSTANCES", "Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan",
+           "Stage", "Target", "Task", "Workflow", "count_urls", "load_plan", "merge_params", "target_kind"]
 
 DEFAULT_TIMEOUT = 300.0
+#: The most instances one target may have (a list of URLs, or ranges such as {8001..8004}).
+MAX_INSTANCES = 1000
 DEFAULT_EVIDENCE = "evidence/release"
 STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
 #: The check kind of the rollback_gate's readiness checks (internal: not for plans to name).
@@ -69,8 +71,22 @@ class Target:
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
+def count_urls(value: str | Sequence[str]) -> int:
+    """How many URLs ``value`` expands to, counted without expanding it."""
+    total = 0
+    for url in [value] if isinstance(value, str) else value:
+        count = 1
+        for match in _RANGE.finditer(url):
+            count *= abs(int(match.group(2)) - int(match.group(1))) + 1
+        total += count
+    return total
+
+
 def expand_urls(value: str | Sequence[str]) -> list[str]:
-    """Every URL of ``value``: a list as it is, a ``{a..b}`` range in a string expanded."""
+    """Every URL of ``value``: a list as it is, a ``{a..b}`` range in a string expanded; at most
+    ``MAX_INSTANCES`` (a plan with more does not load)."""
+    if count_urls(value) > MAX_INSTANCES:
+        raise ValueError(f"more than {MAX_INSTANCES} instances")
     found: list[str] = []
     for url in [value] if isinstance(value, str) else value:
         match = _RANGE.search(url)
@@ -425,7 +441,10 @@ def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
         doc.add((), "a plan is a mapping of sections (release, targets, strategy, rollback, "
                     "validation, monitoring, analytics, automation)")
         raise PlanError(_redact(doc.problems, doc.secrets))
+    _nul_problems(doc)
     _schema_problems(doc, kinds)
+    if doc.problems:  # the meaning of the plan is read from data of the schema's shape only
+        raise PlanError(_redact(doc.problems, doc.secrets))
     checker = _Semantics(doc, kinds, time_scale)
     checker.run()
     if doc.problems:
@@ -448,9 +467,38 @@ def _type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def _nul_problems(doc: Document) -> None:
+    """No key or string in a plan may hold NUL (U+0000): no program, path or environment takes one."""
+    pending: list[tuple[tuple[object, ...], object]] = [((), doc.data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\0" in key:
+                    doc.add(path + (key,), "a key cannot hold the character NUL (U+0000)", key=True)
+                pending.append((path + (key,), item))
+        elif isinstance(value, list):
+            pending.extend((path + (i,), item) for i, item in enumerate(value))
+        elif isinstance(value, str) and "\0" in value:
+            doc.add(path, "a value cannot hold the character NUL (U+0000): no program, path or environment "
+                          "takes one")
+
+
+_VALIDATORS: dict[tuple[int, ...], tuple[Mapping[str, CheckKind], jsonschema.protocols.Validator]] = {}
+
+
+def _validator(kinds: Mapping[str, CheckKind]) -> jsonschema.protocols.Validator:
+    """The plan schema's validator for these check kinds (built once per set of kinds)."""
+    key = tuple(sorted(id(k) for k in kinds.values()))
+    cached = _VALIDATORS.get(key)
+    if cached is None or dict(cached[0]) != dict(kinds):
+        validator = jsonschema.Draft202012Validator(plan_schema(kinds), format_checker=FORMAT_CHECKER)
+        cached = _VALIDATORS[key] = (dict(kinds), validator)
+    return cached[1]
+
+
 def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> None:
-    validator = jsonschema.Draft202012Validator(plan_schema(kinds))
-    for error in validator.iter_errors(doc.data):
+    for error in _validator(kinds).iter_errors(doc.data):
         _translate(doc, error)
 
 
@@ -497,6 +545,10 @@ def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
                                      for t in ([error.validator_value] if isinstance(error.validator_value, str)
                                                else error.validator_value))
         doc.add(path, f"{instance!r} is {_type_name(instance)}, expected {wanted}")
+    elif error.validator == "format" and error.cause is not None:
+        doc.add(path, str(error.cause))
+    elif error.validator == "format":
+        doc.add(path, f"{instance!r} is not a valid {error.validator_value}")
     elif error.validator in ("pattern", "oneOf", "anyOf") and what:
         doc.add(path, f"{instance!r} is not {what}")
     elif error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
@@ -594,6 +646,10 @@ class _Semantics:
                 self.doc.add(path, f"a target needs exactly one of {', '.join(TARGET_KINDS)}; {found}")
                 continue
             kind_key = keys[0]
+            url = spec.get("url")
+            if url is not None and count_urls(url) > MAX_INSTANCES:
+                self.doc.add(path + ("url",), f"{count_urls(url)} instances: a target has at most {MAX_INSTANCES} "
+                                              "(a list of URLs, or ranges such as {8001..8004})")
             only = {"health": ("url",), "verify_tls": ("url",), "ca": ("url",), "schema": ("files",),
                     "request_timeout": ("url", "tcp")}
             for option, owners in only.items():

@@ -141,7 +141,11 @@ def resolve_settings(config: pytest.Config, plan: Plan | None = None) -> Setting
                 or (plan.evidence if plan else None) or DEFAULT_EVIDENCE)
     invocation = config.invocation_params.dir
     on_interrupt = config.getoption("release_rollback_on_interrupt")
-    return Settings(plan=(invocation / plan_value).resolve(), stages=tuple(stages) if stages else None,
+    try:
+        plan_path = (invocation / plan_value).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: load_plan says the plan cannot be read
+        plan_path = Path(os.path.abspath(invocation / plan_value))
+    return Settings(plan=plan_path, stages=tuple(stages) if stages else None,
                     evidence_dir=(invocation / evidence).resolve(),
                     manual_rollback=bool(config.getoption("release_rollback")),
                     rollback_on_interrupt=(on_interrupt == "yes") if on_interrupt

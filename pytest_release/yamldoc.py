@@ -6,11 +6,16 @@ Python data by hand so that
 * every value's and every mapping key's position is kept (for ``file:line:col`` messages),
 * duplicate keys are problems, not silent overwrites,
 * only plain-data tags are accepted (no tag builds an object),
-* alias expansion is bounded (an "alias bomb" stops with a problem, not an exhausted machine),
+* size is bounded: at most ``MAX_BYTES`` of text, ``MAX_NODES`` values and keys as written and
+  as expanded through aliases (an "alias bomb" stops with a problem, not an exhausted machine),
+  and ``MAX_DEPTH`` levels of nesting (checked while composing, so no ``RecursionError``),
+* characters YAML does not allow (a control character) are a problem at their position,
 * ``${env:NAME}`` in a string takes its value from the environment and marks it secret (a value
   shorter than ``secrets.MIN_LENGTH`` is refused: it could not be masked safely);
   ``${var:NAME}`` takes a plain, not secret, value from the variables given (``--release-var``),
   else ``release.version`` for ``release_version``, else the environment.
+
+Whatever the text, :func:`load_yaml_text` returns a :class:`Document`; it never raises.
 
 The same loader reads YAML config files for the ``syntax`` check.
 """
@@ -27,10 +32,12 @@ import yaml
 from .problems import Problem, format_path
 from .secrets import MIN_LENGTH
 
-__all__ = ["Document", "Mark", "load_yaml_text", "read_text"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Document", "Mark", "excerpt", "load_yaml_text", "read_text"]
 
+#: The limits of a YAML file (a plan, a config file the ``syntax`` check reads).
 MAX_NODES = 100_000
 MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
 
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:" + name
@@ -87,10 +94,15 @@ def read_text(path: str | os.PathLike[str], display: str) -> tuple[str | None, l
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
+    except IsADirectoryError:
+        return None, [Problem(display, 1, 1, "(file)", "cannot read: it is a directory, not a file")]
     except OSError as exc:
         return None, [Problem(display, 1, 1, "(file)", f"cannot read: {exc.strerror or exc}")]
+    except ValueError as exc:  # a path with a NUL byte
+        return None, [Problem(display, 1, 1, "(file)", f"cannot read: {exc}")]
     if len(raw) > MAX_BYTES:
-        return None, [Problem(display, 1, 1, "(file)", f"larger than {MAX_BYTES} bytes")]
+        return None, [Problem(display, 1, 1, "(file)",
+                              f"larger than the limit of {MAX_BYTES} bytes ({MAX_BYTES // 1024 // 1024} MiB)")]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -111,12 +123,23 @@ def load_yaml_text(
     substitute_env: bool = True,
     max_nodes: int = MAX_NODES,
     variables: Mapping[str, str] | None = None,
+    max_depth: int = MAX_DEPTH,
 ) -> Document:
     """Build a :class:`Document` from YAML text; problems are collected, never raised."""
     doc = Document(display)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text, max_nodes, max_depth)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found before parsing
+        doc.problems.append(_reader_problem(display, text, exc))
+        return doc
     try:
         node = loader.get_single_node()
+    except _Limit as exc:
+        doc.problems.append(Problem(display, exc.mark.line + 1, exc.mark.column + 1, "(yaml)", exc.message))
+        return doc
+    except yaml.reader.ReaderError as exc:
+        doc.problems.append(_reader_problem(display, text, exc))
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
@@ -124,7 +147,7 @@ def load_yaml_text(
         doc.problems.append(Problem(display, line, col, "(yaml)", message or "invalid YAML"))
         return doc
     except yaml.YAMLError as exc:
-        doc.problems.append(Problem(display, 1, 1, "(yaml)", str(exc)))
+        doc.problems.append(Problem(display, 1, 1, "(yaml)", " ".join(str(exc).split())))
         return doc
     finally:
         loader.dispose()
@@ -138,10 +161,116 @@ def load_yaml_text(
     except _TooLarge:
         doc.problems.append(
             Problem(display, node.start_mark.line + 1, node.start_mark.column + 1, "(yaml)",
-                    f"more than {max_nodes} values after alias expansion (an alias bomb?); refusing to load")
+                    f"more than {max_nodes} values after alias expansion (limit: {max_nodes} values; "
+                    f"{loader.nodes} are written, the rest come from aliases); refusing to load")
         )
         doc.data = None
     return doc
+
+
+def _reader_problem(display: str, text: str, exc: yaml.reader.ReaderError) -> Problem:
+    """A character the YAML reader refuses, at its line and column."""
+    position = max(0, min(int(exc.position), len(text)))
+    before = text[:position]
+    line = before.count("\n") + 1
+    col = position - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    return Problem(display, line, col, "(yaml)",
+                   f"character U+{char:04X} is not allowed in YAML ({exc.reason}); remove it or write it "
+                   "escaped in a double-quoted string")
+
+
+def excerpt(text: str, line: int, col: int, *, width: int = 60) -> str:
+    """At most ``width`` characters of ``text`` around ``line:col`` (1-based), on one line, with
+    anything that looks like a secret (``password: x``, ``token=x``, ``Authorization: x``, a URL's
+    user:password) replaced by ``***``; control characters are shown escaped. For messages about
+    files that may hold secrets: never the whole file, never a secret."""
+    lines = text.splitlines() or [""]
+    source = lines[max(0, min(line, len(lines)) - 1)]
+    source = _SECRETISH.sub(lambda m: m.group(1) + "***", source)
+    source = _USERINFO.sub(r"\1***@", source)
+    start = max(0, min(col - 1, len(source)) - width // 2)
+    piece = source[start:start + width]
+    shown = piece.encode("unicode_escape").decode("ascii") if not piece.isprintable() else piece
+    return ("..." if start else "") + shown + ("..." if start + width < len(source) else "")
+
+
+_SECRETISH = re.compile(r"((?:pass(?:word|wd)?|secret|token|api[_-]?key|key|credential|auth\w*|dsn|private)"
+                        r"[\w.-]*[\"']?\s*[:=]\s*).+", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+class _Limit(Exception):
+    """A limit hit while composing: too deep, too many values."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits, each checked as early as it can be: the nesting depth
+    while scanning (a flow bracket, a block indentation) and while composing (composing recurses
+    once per level), the number of values and keys as written and as aliases expand them while
+    composing (each node's size is known once it is composed, so an alias adds its anchor's)."""
+
+    def __init__(self, text: str, max_nodes: int, max_depth: int) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.nodes = 0  # as written
+        self.expanded = 0  # as written, plus what aliases repeat
+        self.sizes: dict[int, int] = {}
+        self.max_nodes = max_nodes
+        self.max_depth = max_depth
+
+    def _too_deep(self, mark: yaml.Mark) -> _Limit:
+        return _Limit(f"nested deeper than {self.max_depth} levels (limit: {self.max_depth})", mark)
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 (PyYAML's name)
+        if self.flow_level >= self.max_depth:
+            raise self._too_deep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= self.max_depth:
+            raise self._too_deep(self.get_mark())
+        return bool(super().add_indent(column))
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if self.depth >= self.max_depth:
+            raise self._too_deep(event.start_mark)
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            self._count(self.sizes.get(id(node), 1), event.start_mark, alias=True)
+            return node  # type: ignore[no-any-return]
+        self.nodes += 1
+        self._count(1, event.start_mark, alias=False)
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self.sizes.get(id(k), 1) + self.sizes.get(id(v), 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self.sizes.get(id(item), 1) for item in node.value)
+        else:
+            size = 1
+        if size > 1:
+            self.sizes[id(node)] = size
+        return node  # type: ignore[no-any-return]
+
+    def _count(self, size: int, mark: yaml.Mark, *, alias: bool) -> None:
+        self.expanded += size
+        if self.expanded <= self.max_nodes:
+            return
+        if alias or self.nodes < self.expanded:
+            raise _Limit(f"more than {self.max_nodes} values and keys after alias expansion (limit: "
+                         f"{self.max_nodes}; {self.nodes} are written, the rest repeat anchors: an alias bomb?)", mark)
+        raise _Limit(f"more than {self.max_nodes} values and keys (limit: {self.max_nodes}); the file is too large "
+                     "to load", mark)
 
 
 class _Builder:

@@ -3,6 +3,7 @@ and runs nothing."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -67,11 +68,71 @@ CASES = {
     "alias-bomb": ("a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
                    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
                    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
-                   "release-plan.yaml:1:1: (yaml):", "alias bomb"),
+                   "release-plan.yaml:5:", "more than 100000 values and keys after alias expansion (limit: 100000; "),
     "empty": ("", "release-plan.yaml:1:1:", "the file is empty"),
     "not-a-mapping": ("- just\n- a list\n", "release-plan.yaml:1:1: (plan):", "a plan is a mapping of sections"),
     "missing-strategy": (TARGETS + GOOD_GATES, "release-plan.yaml:1:1: (plan):", "missing required key 'strategy'"),
 }
+
+ROLLBACK = """\
+rollback:
+  triggers:
+    - {name: validation_failure, action: rollback, procedures: [svc]}
+  procedures:
+    - name: svc
+      steps: [stop]
+      actions: {stop: {command: {argv: [sh, -c, 'exit 0']}}}
+"""
+COMMAND_GATE = GOOD_GATES.replace("checks: [health]", "checks: [{command: {argv: [sh, -c, 'exit 0']}}]")
+# Each case was a traceback (pytest exit 3) before: now exit 4 and FILE:LINE:COL: path: message.
+CASES.update({
+    "control-char-in-value": (TARGETS.replace("app.db", "app\x07.db") + SEED_STRATEGY + GOOD_GATES,
+                              "release-plan.yaml:3:19: (yaml):", "character U+0007 is not allowed in YAML"),
+    "control-char-in-comment": (TARGETS + SEED_STRATEGY + "# a comment \x0b here\n" + GOOD_GATES,
+                                "release-plan.yaml:9:13: (yaml):", "character U+000B is not allowed in YAML"),
+    "deep-flow-list": (TARGETS + SEED_STRATEGY + "validation: " + "[" * 1000 + "]" * 1000 + "\n",
+                       "release-plan.yaml:9:", "nested deeper than 64 levels (limit: 64)"),
+    "deep-block-mapping": (TARGETS + SEED_STRATEGY + "validation:\n"
+                           + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(2000)),
+                           "release-plan.yaml:", "nested deeper than 64 levels (limit: 64)"),
+    "deep-block-list": (TARGETS + SEED_STRATEGY + "validation:\n  " + "- " * 5000 + "x\n",
+                        "release-plan.yaml:10:", "nested deeper than 64 levels (limit: 64)"),
+    "actions-as-list": (TARGETS + SEED_STRATEGY + GOOD_GATES + ROLLBACK.replace("actions: {stop:", "actions: [{stop:")
+                        .replace("'exit 0']}}}", "'exit 0']}}}]"),
+                        "release-plan.yaml:20:16: rollback.procedures[0].actions:", "is a list, expected a mapping"),
+    "checks-as-number": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("checks: [health]", "checks: 3"),
+                         "release-plan.yaml:12:15: validation.gates[0].checks:", "3 is a number, expected a list"),
+    "procedures-as-number": (TARGETS + SEED_STRATEGY + GOOD_GATES + ROLLBACK.replace("procedures: [svc]", "procedures: 7"),
+                             "release-plan.yaml:16:", "rollback.triggers[0].procedures: 7 is a number, expected a list"),
+    "nameless-procedure": (TARGETS + SEED_STRATEGY + GOOD_GATES + ROLLBACK.replace("- name: svc\n", "- steps: [stop]\n")
+                           .replace("      steps: [stop]\n      actions", "      actions"),
+                           "release-plan.yaml:18:7: rollback.procedures[0]:", "missing required key 'name'"),
+    "newline-in-key": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", '"time\\nout": 30'),
+                       "release-plan.yaml:13:7: validation.gates[0]['time\\nout']:", "unknown key 'time\\nout'"),
+    "infinite-timeout": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", "timeout: .inf"),
+                         "release-plan.yaml:13:16: validation.gates[0].timeout:", "inf is out of range"),
+    "nan-timeout": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", "timeout: .nan"),
+                    "release-plan.yaml:13:16: validation.gates[0].timeout:", "nan is not a number"),
+    "absurd-timeout": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", "timeout: 99999999999999999999d"),
+                       "release-plan.yaml:13:16: validation.gates[0].timeout:",
+                       "'99999999999999999999d' is longer than the longest duration a plan may give, 366d"),
+    "huge-number-timeout": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", "timeout: 1.0e+400"),
+                            "release-plan.yaml:13:16: validation.gates[0].timeout:", "out of range"),
+    "negative-timeout": (TARGETS + SEED_STRATEGY + GOOD_GATES.replace("timeout: 30", "timeout: -5"),
+                         "release-plan.yaml:13:16: validation.gates[0].timeout:", "-5 is out of range"),
+    "million-instances": (TARGETS.replace('"http://127.0.0.1:9"', '"http://127.0.0.1:{1..1000000}"') + SEED_STRATEGY
+                          + GOOD_GATES, "release-plan.yaml:2:14: targets.api.url:",
+                          "1000000 instances: a target has at most 1000"),
+    "env-key-with-equals": (TARGETS + SEED_STRATEGY + COMMAND_GATE.replace("argv:", "env: {A=B: '1'}, argv:"),
+                            "release-plan.yaml:12:", "'A=B' is not an environment variable name (not empty, no '=')"),
+    "env-key-empty-in-action": (TARGETS + SEED_STRATEGY + GOOD_GATES + ROLLBACK.replace("argv:", "env: {'': '1'}, argv:"),
+                                "release-plan.yaml:20:40: rollback.procedures[0].actions.stop.command.env['']:",
+                                "'' is not an environment variable name"),
+    "argv-with-nul": (TARGETS + SEED_STRATEGY + COMMAND_GATE.replace("'exit 0'", '"exit\\0"'),
+                      "release-plan.yaml:12:", "cannot hold the character NUL (U+0000)"),
+    "too-many-bytes": ("# " + "x" * (8 * 1024 * 1024) + "\n", "release-plan.yaml:1:1: (file):",
+                       "larger than the limit of 8388608 bytes (8 MiB)"),
+})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -90,11 +151,49 @@ def test_broken_plan_exits_4_with_position_and_no_traceback(pytester: pytest.Pyt
     assert not (pytester.path / "RAN").exists()
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("".join(f"k{i}: 1\n" for i in range(600)), "more than 1000 values and keys (limit: 1000); the file is too large"),
+    ("a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(f"k{i}: *a\n" for i in range(200)),
+     "more than 1000 values and keys after alias expansion (limit: 1000; "),
+])
+def test_the_size_limit_says_which_limit_it_hit(text: str, message: str) -> None:
+    """Values and keys as written, or as aliases expand them: the message names the limit and its value
+    (the plan's limit is 100000; a smaller one here keeps the test fast)."""
+    from pytest_release.yamldoc import load_yaml_text
+
+    doc = load_yaml_text(text, "plan.yaml", max_nodes=1000)
+    assert doc.data is None
+    [problem] = doc.problems
+    assert message in str(problem)
+    assert str(problem).startswith("plan.yaml:")
+
+
 def test_non_utf8_plan(pytester: pytest.Pytester) -> None:
     (pytester.path / "release-plan.yaml").write_bytes(b"strategy:\n  stages: [{name: caf\xe9}]\n")
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*release-plan.yaml:2:22: (file): not UTF-8*"])
+
+
+@pytest.mark.parametrize("kind", ["symlink-loop", "directory", "unreadable"])
+def test_a_plan_path_that_cannot_be_read(pytester: pytest.Pytester, kind: str) -> None:
+    plan = pytester.path / "release-plan.yaml"
+    if kind == "symlink-loop":
+        plan.symlink_to("release-plan.yaml")
+        why = "cannot read: Too many levels of symbolic links"
+    elif kind == "directory":
+        plan.mkdir()
+        why = "cannot read: it is a directory, not a file"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file")
+        plan.write_text(TARGETS + SEED_STRATEGY, "utf-8")
+        plan.chmod(0)
+        why = "cannot read: Permission denied"
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*release-plan.yaml:1:1: (file): {why}*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
 def test_missing_plan_file(pytester: pytest.Pytester) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..units import ENV_SCHEMA
 from .base import CheckContext, CheckKind, CheckResult
 from .limits import MAX_OUTPUT_PARAM, SHOWN_LINES, max_output
 
@@ -55,7 +56,7 @@ PARAMS: dict[str, Any] = {
         "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "shell": {"type": "string", "minLength": 1},
         "cwd": {"type": "string"},
-        "env": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "env": ENV_SCHEMA,
         "exit_code": {"type": "integer"},
         "output": {"type": "string", "format": "regex"},
         "max_output": MAX_OUTPUT_PARAM,

@@ -33,7 +33,7 @@ from ..checks.command import run_program
 from ..checks.health import http_pool
 from ..checks.integrity import parse_manifest, sha256_file
 from ..checks.limits import MAX_OUTPUT_PARAM
-from ..units import DURATION_SCHEMA, parse_duration
+from ..units import DURATION_SCHEMA, ENV_SCHEMA, parse_duration
 
 __all__ = ["ACTIONS", "ActionKind", "StepContext", "StepResult"]
 
@@ -1023,7 +1023,7 @@ _PROBE = {"type": "object", "additionalProperties": False, "maxProperties": 1,
                          "tcp": {"type": "string", "pattern": r"^[^:\s]+:[0-9]{1,5}$"}},
           "description": "a health probe: {url: ...} (2xx) or {tcp: host:port}"}
 _ARGV = {"type": "array", "items": {"type": "string"}, "minItems": 1}
-_ENV = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+_ENV = ENV_SCHEMA
 
 ACTIONS: dict[str, ActionKind] = {a.name: a for a in (
     ActionKind("command", {
