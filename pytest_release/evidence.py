@@ -51,8 +51,8 @@ from .secrets import scrub_bytes
 if TYPE_CHECKING:
     from .attest import Signer
 
-__all__ = ["FOLDERS", "EvidenceTree", "SealError", "describe_os_error", "new_run_id", "read_manifest", "seal_lock",
-           "sha256_path", "utc_iso"]
+__all__ = ["FOLDERS", "MAX_FILE_NAME", "EvidenceTree", "SealError", "describe_os_error", "new_run_id",
+           "read_manifest", "safe_name", "seal_lock", "sha256_path", "utc_iso"]
 
 FOLDERS = (
     "strategy", "config", "gates",
@@ -88,9 +88,33 @@ def utc_iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: The longest file name (in bytes) a name becomes: well below every file system's 255, with room
+#: for the temporary name a file is written under first.
+MAX_FILE_NAME = 120
+_EXTENSION = re.compile(r"\.(json|jsonl|yaml|xml|html)$")
+
+
 def safe_name(name: str) -> str:
-    """A file name from a node name: ``health[api]`` stays, ``/`` and spaces do not."""
-    return _UNSAFE.sub("_", name) or "_"
+    """The one mapping from a name (a check, gate, stage, procedure, metric, alert, task or
+    workflow, with its extension) to a file name: injective, and at most ``MAX_FILE_NAME`` bytes.
+
+    A name of safe characters (letters, digits, ``_ . [ ] # @ = + -``), not starting with a dot,
+    and short enough stays as it is (``health[api].json``). Any other has its unsafe characters
+    replaced by ``_``, is cut to fit, and gets ``~`` and 12 hex digits of the SHA-256 of the whole
+    name before its extension (``command[a_b]~1f0e3dad9908.json`` for ``command[a/b]``): ``~`` is
+    never a safe character, so a name kept as it is cannot equal one that was changed, and two
+    changed names differ by their hashes. The readable name stays inside the record.
+    """
+    match = _EXTENSION.search(name)
+    stem, extension = (name[:match.start()], match.group()) if match else (name, "")
+    safe = _UNSAFE.sub("_", stem)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    if safe and safe == stem and len(name.encode("utf-8")) <= MAX_FILE_NAME:
+        return name
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    room = MAX_FILE_NAME - len(extension) - len(digest) - 1
+    return f"{safe[:room]}~{digest}{extension}"
 
 
 def sha256_path(path: Path) -> str:

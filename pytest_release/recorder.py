@@ -147,7 +147,7 @@ class Recorder:
         if outcome is None:
             target = props.get("release_target") or None
             outcome = self.outcomes[report.nodeid] = CheckOutcome(
-                nodeid=report.nodeid, name=report.nodeid.rpartition("::")[2], stage=props["release_stage"],
+                nodeid=report.nodeid, name=report.nodeid.split("::", 3)[-1], stage=props["release_stage"],
                 gate=props["release_gate"], kind=props["release_check"], target=target,
                 required=props.get("release_required") == "true", start=report.start,
                 worker=str(getattr(report, "worker_id", "main")))
