@@ -257,3 +257,45 @@ def test_the_readme_plans_load(tmp_path: Path) -> None:
         path = tmp_path / "plan.yaml"
         path.write_text(block)
         load_plan(path, BUILTIN_KINDS)
+
+
+# -- a config file the syntax check reads -------------------------------------------------------
+
+SECRET_LINE = "password: hunter2-do-not-show\n"
+FILLER = "".join(f"setting_{i}: value_{i}\n" for i in range(300))
+
+
+@pytest.mark.parametrize("char", ["\x07", "\x0b", "\x1b", "\x00", "\x7f", "\ufffe"])
+@pytest.mark.parametrize("where", ["value", "comment", "secret"])
+def test_a_config_file_with_a_control_character_fails_the_syntax_check(tmp_path: Path, char: str, where: str) -> None:
+    from conftest import run_check
+
+    line = {"value": f"name: sh{char}op\n", "comment": f"# note {char} here\n",
+            "secret": f"token: abc{char}def-secret-token\n"}[where]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.yaml").write_text(FILLER + SECRET_LINE + line + FILLER, "utf-8")
+    result = run_check("syntax", {"files": ["conf/*.yaml"]}, tmp_path)
+    assert not result.passed
+    [error] = result.details
+    assert error.startswith("conf/app.yaml:302:"), error
+    assert f"U+{ord(char):04X} is not allowed" in error and "(near: " in error
+    assert "hunter2" not in error and "secret-token" not in error and "setting_" not in error
+    assert len(error) < 400
+
+
+def test_the_syntax_check_on_a_control_character_is_a_failed_check_not_a_traceback(pytester: pytest.Pytester) -> None:
+    conf = pytester.path / "conf"
+    conf.mkdir()
+    (conf / "app.yaml").write_text(FILLER + "token: abc\x07def-secret-token\n" + SECRET_LINE + FILLER, "utf-8")
+    (pytester.path / "release-plan.yaml").write_text(
+        "targets:\n  conf: {files: ['conf/*.yaml']}\n" + SEED_STRATEGY
+        + "validation:\n  gates:\n    - {name: config_validation, checks: [syntax]}\n", "utf-8")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-evidence-dir", "ev")
+    assert result.ret == 1  # BLOCKED: a failed check
+    out = result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*conf/app.yaml:301:11: character U+0007 is not allowed in YAML*"])
+    assert "Traceback" not in out and "CallInfo" not in out
+    written = "".join(p.read_text("utf-8", "replace") for p in (pytester.path / "ev").rglob("*") if p.is_file())
+    for text in (out, written):
+        assert "secret-token" not in text and "hunter2" not in text and "setting_299" not in text

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 
 from ..problems import format_path
-from ..yamldoc import Document, load_yaml_text, read_text
+from ..yamldoc import Document, excerpt, load_yaml_text, read_text
 from .base import CheckContext, CheckKind, CheckResult
 
 if sys.version_info >= (3, 11):
@@ -61,10 +61,23 @@ def _display(ctx: CheckContext, path: Path) -> str:
 
 
 def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None, list[str]]:
-    """(data, positions for YAML and JSON, errors as ``file:line:col: message``)."""
+    """(data, positions for YAML and JSON, errors as ``file:line:col: message``); a parse error
+    shows a bounded excerpt of its line with secret-looking values redacted, never the file."""
     text, problems = read_text(path, display)
     if text is None:
         return None, None, [f"{p.file}:{p.line}:{p.col}: {p.message}" for p in problems]
+    data, positions, errors = _parse_text(text, display, fmt)
+    return data, positions, [_near(text, error) for error in errors]
+
+
+def _near(text: str, error: str) -> str:
+    match = re.match(r".*?:(\d+):(\d+): ", error)
+    if match is None or int(match.group(1)) > text.count("\n") + 1:
+        return error
+    return f"{error} (near: {excerpt(text, int(match.group(1)), int(match.group(2)))!r})"
+
+
+def _parse_text(text: str, display: str, fmt: str) -> tuple[object, Document | None, list[str]]:
     if fmt == "yaml":
         doc = load_yaml_text(text, display, substitute_env=False)
         errors = [f"{p.file}:{p.line}:{p.col}: {p.message}" for p in doc.problems
@@ -75,6 +88,8 @@ def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None,
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             return None, None, [f"{display}:{exc.lineno}:{exc.colno}: {exc.msg}"]
+        except RecursionError:
+            return None, None, [f"{display}:1:1: nested too deeply to parse"]
         positions = load_yaml_text(text, display, substitute_env=False)
         return data, positions if not positions.problems else None, []
     if fmt == "toml":
@@ -89,9 +104,9 @@ def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None,
     try:
         parser.read_string(text, source=display)
     except configparser.MissingSectionHeaderError as exc:
-        return None, None, [f"{display}:{exc.lineno}:1: no [section] header before {exc.line.strip()!r}"]
+        return None, None, [f"{display}:{exc.lineno}:1: no [section] header before this line"]
     except configparser.ParsingError as exc:
-        return None, None, [f"{display}:{line}:1: cannot parse {content.strip()!r}" for line, content in exc.errors]
+        return None, None, [f"{display}:{line}:1: cannot parse this line" for line, _ in exc.errors]
     except configparser.Error as exc:
         line = getattr(exc, "lineno", 1) or 1
         return None, None, [f"{display}:{line}:1: {exc.message}"]
