@@ -15,16 +15,15 @@ import copy
 import importlib.util
 import json
 import math
-import os
 import re
-import sys
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_release.checks import BUILTIN_KINDS
@@ -226,3 +225,29 @@ def test_the_seeds_load() -> None:
             path = Path(directory) / "release-plan.yaml"
             path.write_text(seed, "utf-8")
             assert isinstance(load_plan(path, KINDS, env=ENV), Plan)
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(text=mutated_plans())
+def test_a_mutated_plan_in_a_real_run_exits_4_without_a_traceback(pytester: pytest.Pytester, text: str) -> None:
+    """The same plans through pytest itself: a broken one stops with exit 4 and its problems,
+    each ``FILE:LINE:COL: path: message``, and no traceback."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "release-plan.yaml"
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+        try:
+            load_plan(path, KINDS, env=ENV, display="release-plan.yaml")
+        except PlanError as exc:
+            expected = [str(p) for p in exc.problems]
+        else:
+            assume(False)  # a plan that loads would run: the in-process property covers it
+    (pytester.path / "release-plan.yaml").write_bytes(text.encode("utf-8", "surrogatepass"))
+    shutil.copy(ROOT / "example_project" / "conftest.py", pytester.path / "conftest.py")  # its check kind
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-p", "no:cacheprovider")
+    err = result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, err
+    assert "Traceback" not in err + result.stdout.str()
+    lines = [line for line in result.stderr.lines if PROBLEM.match(line)]
+    assert lines == expected[: len(lines)] and len(lines) == len(expected), (lines, expected)
