@@ -442,9 +442,11 @@ def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
                     "validation, monitoring, analytics, automation)")
         raise PlanError(_redact(doc.problems, doc.secrets))
     _nul_problems(doc)
-    _schema_problems(doc, kinds)
-    if doc.problems:  # the meaning of the plan is read from data of the schema's shape only
-        raise PlanError(_redact(doc.problems, doc.secrets))
+    rejected = _schema_problems(doc, kinds)
+    # The meaning of the plan is read from what the schema accepted only: every value it rejected
+    # is taken out first, so the semantic pass never meets a wrong type, and the problems it finds
+    # elsewhere are still reported with the schema's, at once. A plan with problems is not built.
+    _prune(doc.data, rejected)
     checker = _Semantics(doc, kinds, time_scale)
     checker.run()
     if doc.problems:
@@ -497,9 +499,44 @@ def _validator(kinds: Mapping[str, CheckKind]) -> jsonschema.protocols.Validator
     return cached[1]
 
 
-def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> None:
-    for error in _validator(kinds).iter_errors(doc.data):
+def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> list[jsonschema.ValidationError]:
+    errors = list(_validator(kinds).iter_errors(doc.data))
+    for error in errors:
         _translate(doc, error)
+    return errors
+
+
+def _prune(data: dict[str, Any], errors: Iterable[jsonschema.ValidationError]) -> None:
+    """Take out of ``data`` every value the schema rejected: an unknown key, a value of the wrong
+    type, shape or range (a mapping's key is deleted; a list's item becomes ``None``, so the
+    other items keep their indices). A missing key takes nothing out: the semantic pass reads
+    every key as optional."""
+    doomed: list[tuple[object, ...]] = []
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if error.validator == "required":
+            continue
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = (error.schema or {}).get("properties", {}) if isinstance(error.schema, dict) else {}
+            doomed += [path + (key,) for key in error.instance if key not in allowed]
+        elif "propertyNames" in error.schema_path:
+            doomed.append(path + (error.instance,))
+        else:
+            doomed.append(path)
+    for path in sorted(doomed, key=len, reverse=True):
+        if not path:
+            continue
+        parent: Any = data
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
+            parent[path[-1]] = None
 
 
 def _hint(what: str | None) -> str:
