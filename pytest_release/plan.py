@@ -75,6 +75,8 @@ def count_urls(value: str | Sequence[str]) -> int:
     """How many URLs ``value`` expands to, counted without expanding it."""
     total = 0
     for url in [value] if isinstance(value, str) else value:
+        if not isinstance(url, str):
+            continue  # the schema rejected it
         count = 1
         for match in _RANGE.finditer(url):
             count *= abs(int(match.group(2)) - int(match.group(1))) + 1
@@ -824,9 +826,13 @@ class _Semantics:
     def _probe(self, name: str, entry: object, suffix: str) -> tuple[str | None, dict[str, Any]]:
         """The check kind and parameters a monitoring metric or task runs: ``entry`` (a check
         entry) when given, else the kind its name ends in (service_health -> health)."""
-        if entry is not None:
-            kind, params = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))  # type: ignore[union-attr]
-            return kind, dict(params or {})
+        if isinstance(entry, str):
+            return entry, {}
+        if isinstance(entry, dict) and len(entry) == 1:
+            kind, params = next(iter(entry.items()))
+            return kind, dict(params) if isinstance(params, dict) else {}
+        if entry is not None:  # the schema rejected it (and took it apart): no kind to read
+            return None, {}
         word = name.removesuffix(suffix).rpartition("_")[2] if suffix else name.rpartition("_")[2]
         kind = self.kinds.get(word)
         return (word, {}) if kind is not None and kind.judges and kind.run is not None else (None, {})
@@ -853,6 +859,8 @@ class _Semantics:
                 continue
             kind_name, _ = self._probe(name, source.get("check"), "")
             probes[name] = kind_name
+            if kind_name is None and source.get("check") is not None:
+                continue  # the schema said what is wrong with it
             if kind_name is None:
                 self.doc.add(path, f"monitoring metric {name!r} has no source: its name does not end in a check "
                                    "kind (service_health samples health checks); give source: {check: KIND} or "
@@ -874,6 +882,8 @@ class _Semantics:
                 continue
             path = ("automation", "tasks", ti)
             kind_name, _ = self._probe(name, task.get("check"), "_check")
+            if kind_name is None and task.get("check") is not None:
+                continue  # the schema said what is wrong with it
             if kind_name is None:
                 self.doc.add(path, f"task {name!r} runs no check: its name is not KIND_check (health_check) with a "
                                    "check kind; give check: KIND")
