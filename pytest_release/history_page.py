@@ -48,22 +48,25 @@ def load_runs(root: Path) -> list[RunFacts]:
         return runs
     for run_id in names:
         run_dir = runs_dir / run_id
-        if not (run_dir / "manifest.json").is_file():
+        try:
+            files = set(os.listdir(run_dir))
+        except OSError:
+            continue
+        if "manifest.json" not in files or "summary.json" not in files:
             continue  # not sealed: not history yet
         summary = _read_json(run_dir / "summary.json")
         if not isinstance(summary, dict):
             continue
-        delivery = _read_json(run_dir / "delivery.json") if (run_dir / "delivery.json").is_file() else None
+        delivery = _read_json(run_dir / "delivery.json") if "delivery.json" in files else None
         trigger = None
         if delivery is None:
             triggers = sorted((root / "rollback" / "triggers" / run_id).glob("*.json"))
             trigger = _read_json(triggers[0]) if triggers else None
-        report = f"runs/{run_id}/report.html" if (run_dir / "report.html").is_file() else None
+        report = f"runs/{run_id}/report.html" if "report.html" in files else None
         facts = RunFacts.from_record(run_id, summary, delivery if isinstance(delivery, dict) else None,
                                      trigger if isinstance(trigger, dict) else None, report)
-        notes = run_dir / "notifications.json"
-        if notes.is_file():
-            record = _read_json(notes)
+        if "notifications.json" in files:
+            record = _read_json(run_dir / "notifications.json")
             if isinstance(record, dict) and isinstance(record.get("counts"), dict):
                 facts.notifications = {str(k): int(v) for k, v in record["counts"].items()}
         runs.append(facts)
@@ -102,7 +105,7 @@ def weekly_svg(weeks: Sequence[tuple[float, int, int, int]], width: int = 560, h
     """Stacked bars per week: released (green), failed deployments (red), nothing deployed (grey)."""
     esc = html.escape
     top = max((a + b + c for _, a, b, c in weeks), default=0) or 1
-    step = (width - 50) / max(len(weeks), 1)
+    step = min((width - 50) / max(len(weeks), 1), 48.0)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="history-weekly" width="{width}" height="{height}" '
              f'role="img" aria-label="runs per week">',
              f'<line x1="40" y1="{height - 22}" x2="{width - 5}" y2="{height - 22}" stroke="#888"/>',
@@ -133,7 +136,7 @@ def restore_svg(runs: Sequence[RunFacts], median: float | None, width: int = 560
     if not restored:
         return '<p class="history-empty">no restored failure in this period</p>'
     top = max(r.time_to_restore or 0.0 for r in restored) or 1.0
-    step = (width - 50) / len(restored)
+    step = min((width - 50) / len(restored), 48.0)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="history-restore" width="{width}" height="{height}" '
              'role="img" aria-label="time to restore per failure">',
              f'<line x1="40" y1="{height - 22}" x2="{width - 5}" y2="{height - 22}" stroke="#888"/>',
