@@ -201,6 +201,8 @@ def public_url(url: str, secrets: Sequence[str] | frozenset[str] = ()) -> str:
     """``url`` as it may be shown: ``${env:...}`` values masked, no user info, no query string."""
     parts = urlsplit(redact(url, secrets))
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -367,7 +369,10 @@ class Notifier:
             if not attempt.retry:
                 outcome = "rejected"
                 break
-            if number > receiver.retries or self._closing.wait(BACKOFF * 2 ** (number - 1)):
+            if number > receiver.retries:
+                break
+            if self._closing.wait(BACKOFF * 2 ** (number - 1)):
+                outcome = "abandoned"  # the run ended before the next attempt was due
                 break
         with self._lock:
             if entry["outcome"] == "pending":  # not given up on at the end of the session
