@@ -215,7 +215,8 @@ def render(runs: Sequence[RunFacts], *, title: str = "Release history", now: flo
 
 def build_index(root: Path, now: float | None = None) -> str:
     runs = load_runs(root)
-    return render(runs, title=f"Release history: {root.name}", now=now)
+    names = ", ".join(sorted({r.release for r in runs})) or str(root)
+    return render(runs, title=f"Release history: {names}", now=now)
 
 
 def write_index(root: Path, now: float | None = None) -> Path:
