@@ -21,6 +21,7 @@ from pytest_release.records import RECORD_SCHEMA
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from history import make_history  # noqa: E402
 
+from conftest import Example  # noqa: E402
 from test_evidence import CHROMIUM_ARGS  # noqa: E402
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -199,3 +200,26 @@ def test_a_thousand_runs_build_and_open_quickly(tmp_path: Path) -> None:
             browser.close()
     assert opened < 15, opened  # measured here: ~1 s
     print(f"1000 runs: built in {built:.2f}s, {size / 1024 / 1024:.2f} MiB, opened in Chromium in {opened:.2f}s")
+
+
+def test_the_example_good_then_bad_release_on_the_page_and_at_its_receiver(
+        pytester: pytest.Pytester, example: Example, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As run.sh does: release_workflow with 1.0.0, then with 1.1.0 (rolled back); the example's own
+    receiver (started by the fixture, as by run.sh) logs each signed notification."""
+    monkeypatch.chdir(example.project)
+    evidence = pytester.path / "evidence"
+    for version, code in (("1.0.0", 0), ("1.1.0", 1)):
+        monkeypatch.setenv("SHOP_RELEASE", version)
+        result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-evidence-dir",
+                                               str(evidence), "--release-workflow", "release_workflow",
+                                               "--release-version", version)
+        assert result.ret == code, result.stdout.str()
+    log = (example.project / "var" / "notifications.log").read_text().splitlines()
+    events = [line.split()[2] for line in log]
+    assert events == ["verdict:", "trigger_fired:", "rollback_finished:", "verdict:"], log
+    assert all(line.split()[1] == "signed" for line in log)
+    runs = load_runs(evidence)
+    assert [(r.version, r.outcome) for r in runs] == [("1.1.0", "rolled_back"), ("1.0.0", "released")]
+    assert runs[0].time_to_restore is not None and 0 < runs[0].time_to_restore < 60
+    page = (evidence / "index.html").read_text()
+    assert page.count('class="history-run"') == 2 and "1.1.0" in page and "1.0.0" in page
