@@ -193,6 +193,18 @@ def _blocks(runs: Sequence[RunFacts], now: float, index_of: dict[str, int]) -> l
     return blocks
 
 
+def _bytecode_cache() -> Any:
+    """Jinja2's per-user bytecode cache (a private folder in the temporary directory, keyed by the
+    template's source): every run renders the page, and compiling the template each time would
+    cost more than rendering it. ``None`` where the folder cannot be made."""
+    import jinja2
+
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except (OSError, RuntimeError):
+        return None
+
+
 def render(runs: Sequence[RunFacts], *, title: str = "Release history", now: float | None = None) -> str:
     """The page for ``runs`` (newest first)."""
     import jinja2
@@ -201,7 +213,7 @@ def render(runs: Sequence[RunFacts], *, title: str = "Release history", now: flo
     now = time.time() if now is None else now
     env = jinja2.Environment(loader=jinja2.PackageLoader("pytest_release", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined)
+                             undefined=jinja2.StrictUndefined, bytecode_cache=_bytecode_cache())
     env.filters.update(seconds=fmt_seconds, when=fmt_time, rate=fmt_rate, colour=colour)
     index_of = {r.run_id: i for i, r in enumerate(runs)}
     blocks = _blocks(runs, now, index_of)
