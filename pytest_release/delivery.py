@@ -150,15 +150,24 @@ class RunFacts:
             facts.manual = facts.trigger == "manual_trigger"
             facts.rollback = trigger.get("outcome")
             facts.rollback_reason = str(trigger.get("reason") or "")
+            first = trigger.get("first_failure")
+            if isinstance(first, Mapping):
+                facts.detected_at = parse_time(first.get("at"))
+                facts.detected_by = str(first.get("check") or "").partition("::")[2] or None
+                restore = trigger.get("time_to_restore_s")
+                if facts.detected_at is not None and isinstance(restore, (int, float)):
+                    facts.restored_at = facts.detected_at + float(restore)
         facts.deployed = (outcome in ("rolled_back", "rollback_failed") and not facts.manual) or (
             outcome in WENT_OUT and len(stages_run) > 1)
         return facts
 
 
 def run_facts(plan: Any, run_id: str, summary: Any, outcomes: Iterable[Any], rollback: Any, started: float,
-              ended: float, manual: bool) -> RunFacts:
+              ended: float, manual: bool, timing: Mapping[str, Any] | None = None) -> RunFacts:
     """This run's delivery facts, from the plan, the check outcomes, the rollback and the summary
-    (the same values the recorder has on the controller)."""
+    (the same values the recorder has on the controller). ``timing``: the recorder's rollback
+    timing (the trigger record's first failure and time to restore), which wins when given, so
+    that the evidence states one time to restore."""
     deployed_stages = {s.name for s in plan.stages if s.deployed} | set(plan.workflow_gates)
     outcomes = list(outcomes)
     deployed = any(o.stage in deployed_stages and o.verdict in ("passed", "failed", "warning") for o in outcomes)
@@ -194,6 +203,12 @@ def run_facts(plan: Any, run_id: str, summary: Any, outcomes: Iterable[Any], rol
             detections = [(min(s.start for s in rollback.steps), f"{rollback.trigger} (asked for)")]
     if detections and (facts.deployed or manual):
         facts.detected_at, facts.detected_by = min(detections)
+    first = (timing or {}).get("first_failure")
+    if isinstance(first, Mapping) and parse_time(first.get("at")) is not None:
+        facts.detected_at = parse_time(first.get("at"))
+        facts.detected_by = str(first.get("check") or "").partition("::")[2] or facts.detected_by
+        restore = (timing or {}).get("time_to_restore_s")
+        facts.restored_at = facts.detected_at + float(restore) if isinstance(restore, (int, float)) else None
     return facts
 
 

@@ -71,7 +71,8 @@ class People:
         summary = self.recorder._summary(session)
         rollback = self.recorder.rollback
         facts = run_facts(self.plan, self.tree.run_id, summary, self.recorder.outcomes.values(), rollback,
-                          self.recorder.started, time.time(), self.manual)
+                          self.recorder.started, time.time(), self.manual,
+                          getattr(self.recorder, "rollback_timing", None))
         self.recorder.write(self.tree.run_dir / "delivery.json",
                             {**self.recorder.envelope("delivery"), **facts.as_record()})
         if self.notifier is None:

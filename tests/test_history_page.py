@@ -120,6 +120,8 @@ def test_good_then_rolled_back_runs_are_on_the_page_with_the_time_to_restore(
     # From the failed check to the end of the rollback's verify: at least the revert's 0.3 s.
     assert 0.3 <= record["time_to_restore_s"] < 30 and latest.time_to_restore == pytest.approx(
         record["time_to_restore_s"], abs=0.002)
+    trigger = json.loads((evidence / "rollback" / "triggers" / latest.run_id / "validation_failure.json").read_text())
+    assert record["time_to_restore_s"] == pytest.approx(trigger["time_to_restore_s"], abs=0.002)  # one figure
     page = (evidence / "index.html").read_text()
     assert page.index(runs[0].run_id) < page.index(runs[1].run_id)  # newest first
     assert f'href="runs/{latest.run_id}/report.html"' in page and "ROLLED BACK" in page and "PASSED" in page
