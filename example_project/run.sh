@@ -10,6 +10,9 @@
 #
 #   bash example_project/run.sh          # release 1.0.0 again: every gate passes, exit 0
 #   bash example_project/run.sh bad      # release 1.1.0 (a broken migration): rolled back, exit 1
+#
+# A webhook receiver (receiver.py, 127.0.0.1:18081) logs the plan's notifications to
+# var/notifications.log; evidence/release/index.html shows every run so far (run good, then bad).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -32,7 +35,11 @@ rm -rf var
 python3 ctl.py init-db
 python3 ctl.py deploy 1.0.0
 python3 ctl.py start
-trap 'python3 ctl.py stop' EXIT
+# The webhook receiver the plan's notify entry posts to: it logs what it receives.
+export SHOP_WEBHOOK_SECRET=${SHOP_WEBHOOK_SECRET:-example-$RANDOM$RANDOM}
+python3 receiver.py 18081 var/notifications.log &
+receiver=$!
+trap 'kill $receiver 2>/dev/null; python3 ctl.py stop' EXIT
 
 echo "== release_workflow: validate (pre_release, backups), deploy $version, verify (release, post_release) =="
 set +e
@@ -61,5 +68,8 @@ if rollback:
           f"{first.get('check', '-')})")
 PY
 python3 -m pytest_release verify "$here/evidence/release" --run "$run"
+echo "notifications received (var/notifications.log):"
+sed 's/^/  /' var/notifications.log 2>/dev/null || echo "  none"
+echo "history of every run, with delivery metrics: $here/evidence/release/index.html"
 echo "serving now: $(python3 ctl.py status | tr '\n' ' ')"
 exit $status

@@ -4,7 +4,8 @@
 records' schema); ``python -m pytest_release verify EVIDENCE_DIR`` checks the evidence tree whole
 (every file against its run's manifest, the chain of runs, ``LATEST``, and with ``--key`` every
 signature) and exits 1 listing every problem; ``python -m pytest_release keygen DIR`` writes an
-Ed25519 key pair to sign runs with.
+Ed25519 key pair to sign runs with; ``python -m pytest_release index EVIDENCE_DIR`` writes the
+history page, ``EVIDENCE_DIR/index.html``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .checks import BUILTIN_KINDS
+from .notify import NOTIFICATION_SCHEMA
 from .records import RECORD_SCHEMA
 from .schema import plan_schema
 
@@ -25,7 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description="pytest-release tools (the checks run under pytest)")
     commands = parser.add_subparsers(dest="command", required=True)
     schema = commands.add_parser("schema", help="print the JSON Schema (2020-12) of a release plan")
-    schema.add_argument("--records", action="store_true", help="print the schema of evidence records instead")
+    what = schema.add_mutually_exclusive_group()
+    what.add_argument("--records", action="store_true", help="print the schema of evidence records instead")
+    what.add_argument("--notifications", action="store_true",
+                      help="print the schema of a notification (notify, format: json) instead")
+    index = commands.add_parser("index", help="write the history page EVIDENCE_DIR/index.html (every sealed run, "
+                                              "delivery metrics)")
+    index.add_argument("evidence_dir", type=Path)
     verify = commands.add_parser("verify", help="check an evidence directory whole: files, chain, signatures")
     verify.add_argument("evidence_dir", type=Path)
     verify.add_argument("--run", metavar="RUN_ID", help="check this run only (default: every run, and the chain)")
@@ -40,12 +48,26 @@ def main(argv: list[str] | None = None) -> int:
     keygen.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     if args.command == "schema":
-        document = RECORD_SCHEMA if args.records else plan_schema(BUILTIN_KINDS)
+        document = (RECORD_SCHEMA if args.records else NOTIFICATION_SCHEMA if args.notifications
+                    else plan_schema(BUILTIN_KINDS))
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
         return 0
     if args.command == "keygen":
         return _keygen(args.directory)
+    if args.command == "index":
+        return _index(args.evidence_dir)
     return _verify(args)
+
+
+def _index(root: Path) -> int:
+    from .history_page import load_runs, write_index
+
+    if not (root / "runs").is_dir():
+        print(f"index: {root}: not an evidence directory (no runs/ folder)", file=sys.stderr)
+        return 2
+    path = write_index(root)
+    print(f"{path}: {len(load_runs(root))} sealed run(s)")
+    return 0
 
 
 def _keygen(directory: Path) -> int:

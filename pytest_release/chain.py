@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .evidence import HISTORY, LATEST, LOCK, MANIFEST, RUN_ID, RUNS, SealError, read_manifest, seal_lock, sha256_path
+from .evidence import HISTORY, INDEX, LATEST, LOCK, MANIFEST, RUN_ID, RUNS, SealError, read_manifest, seal_lock, sha256_path
 
 if TYPE_CHECKING:
     from .attest import Verifier
@@ -26,7 +26,7 @@ __all__ = ["Verification", "verify_tree"]
 
 #: Files that belong to the tree but to no run: the history store (every run changes it, so no
 #: manifest can list it; what each run added is sealed in its analytics records) and the lock.
-OUTSIDE = (LATEST, LOCK, HISTORY, HISTORY + "-journal", HISTORY + "-wal", HISTORY + "-shm")
+OUTSIDE = (LATEST, LOCK, HISTORY, HISTORY + "-journal", HISTORY + "-wal", HISTORY + "-shm", INDEX)
 
 
 @dataclass

@@ -68,6 +68,8 @@ LATEST = "LATEST"
 #: manifest can list it; what each run added to it is sealed in that run's analytics records.
 HISTORY = "analytics/history.sqlite"
 MANIFEST = "manifest.json"
+#: The history page (see history_page): every run rewrites it, so no manifest lists it.
+INDEX = "index.html"
 #: The advisory lock (``flock``) that serializes sealing, so concurrent runs form one chain.
 LOCK = "LOCK"
 #: How long a run waits for another run's seal (seconds; PYTEST_RELEASE_LOCK_TIMEOUT overrides).

@@ -36,6 +36,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import notify
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .plan import MONITOR, CheckSpec, MonitorMetric, Plan, Target, Task
 from .prometheus import PrometheusError, instant_query
@@ -298,6 +299,7 @@ class MetricRun:
                                           "samples": len(recent), "threshold": alert.threshold,
                                           "window_s": alert.window,
                                           "samples_detail": [asdict(s) for s in recent[-KEEP:]]}
+                notify.alert_fired(self.gate_id, self.fired[alert.name])  # now, on its own thread
                 return (f"alert {alert.name} fired at {format_duration(now_s)}: {good} of {len(recent)} samples "
                         f"good ({share:.1%}) < {alert.threshold:.1%} over the last {format_duration(alert.window)}")
         if self.metric.prometheus is not None and not sample.good:

@@ -20,6 +20,7 @@ import jsonschema
 from .checks import TARGET_KINDS, CheckKind
 from .checks.command import command_label
 from .compare import operator_hint
+from .notify import Receiver, build_receivers, check_receivers
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
 from .secrets import redact, redact_value
@@ -337,6 +338,8 @@ class Plan:
     analyses: list[Analysis] = field(default_factory=list)
     #: The history store as the plan gives it (``None``: the evidence tree's SQLite file).
     history_store: str | None = None
+    #: The webhook receivers of ``notify`` (see the notify module).
+    notify: list[Receiver] = field(default_factory=list)
 
     def effective(self) -> dict[str, Any]:
         """The plan as this run uses it: defaults applied, secrets redacted, and for each section
@@ -641,6 +644,7 @@ class _Semantics:
         self._after_rollback()
         self._monitoring()
         self._analytics()
+        check_receivers(self.doc)
 
     def _unique(self, keys: tuple[str, ...]) -> None:
         seen: dict[str, int] = {}
@@ -1026,6 +1030,7 @@ class _Semantics:
         plan.workflows = {w["name"]: self._workflow(i, w) for i, w in _items(_section(data, "automation", "workflows"))}
         self._build_analytics(plan)
         plan.not_acted_on = self._not_acted_on(stages, strategy_gates)
+        plan.notify = build_receivers(data, self.doc)
         return plan
 
     def _build_analytics(self, plan: Plan) -> None:

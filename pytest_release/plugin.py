@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__
+from . import __version__, ci
 from .checks import BUILTIN_KINDS, CheckKind
 from .fanout import Fanout
 from .items import BLOCKED, DEADLINE, EARLY, GRACE, CheckItem, PlanFile
@@ -27,6 +27,7 @@ from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
 from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger, load_plan
+from .people import People
 from .problems import PlanError
 from .recorder import Recorder
 from .redaction import install as install_redaction, plan_variables
@@ -43,6 +44,7 @@ STATE_KEY = "pytest_release_state_dir"
 SKIP_KEY = "pytest_release_skip_all"
 RECORDER = "pytest-release-recorder"
 ROLLBACK = "pytest-release-rollback"
+PEOPLE = "pytest-release-people"
 
 
 @dataclass
@@ -206,6 +208,8 @@ def pytest_configure(config: pytest.Config) -> None:
         plan = load_plan(settings.plan, kinds, display=_display(settings.plan, config.invocation_params.dir),
                          time_scale=settings.time_scale, variables=plan_variables(config))
     except PlanError as exc:
+        if ci.enabled():  # on GitHub Actions, each problem also on its plan line
+            print("\n".join(ci.problem_lines(exc.problems, cwd=config.invocation_params.dir)), flush=True)
         raise pytest.UsageError(f"the release plan has {len(exc.problems)} problem(s):\n{exc}") from None
     install_redaction(config, plan.secrets)
     if config.getoption("release_version"):
@@ -317,6 +321,7 @@ def _start_evidence_and_rollback(config: pytest.Config, settings: Settings, plan
     controller = RollbackController(config, plan, kinds, tree, recorder, manual=manual, asked_by=asked_by,
                                     on_interrupt=settings.rollback_on_interrupt, resume=resume)
     config.pluginmanager.register(controller, ROLLBACK)
+    config.pluginmanager.register(People(config, plan, kinds, tree, recorder, manual=manual is not None), PEOPLE)
     if resume is not None:
         return f"not run: this run resumes the rollback interrupted in run {resume.run_id}"
     if manual is not None:

@@ -34,6 +34,7 @@ from .attest import test_result
 from .checks import CheckKind
 from .evidence import EvidenceTree, SealError, utc_iso
 from .items import planned_checks
+from .people import history_after_seal
 from .plan import METRIC, MONITOR, Plan
 from .runstate import Record, RunState
 from .workflows import WorkflowRun
@@ -387,6 +388,9 @@ class Recorder:
                 tr.write_line(f"pytest-release: {summary.banner}: evidence NOT sealed: {exc}", red=True)
             return result
         self._report_end(summary)
+        history = history_after_seal(self.tree.root)  # EVIDENCE/index.html, every sealed run
+        if self.config.pluginmanager.get_plugin("terminalreporter") is not None:
+            self.config.pluginmanager.get_plugin("terminalreporter").write_line(history)
         session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
         return result
 
@@ -539,7 +543,7 @@ class Recorder:
         target = os.environ.get("GITHUB_STEP_SUMMARY")
         if not target:
             return
-        text = redact(render_markdown(summary, str(self.tree.run_dir)), self.plan.secrets)
+        text = redact(render_markdown(summary, str(self.tree.run_dir), str(self.tree.root / "index.html")), self.plan.secrets)
         try:
             with open(target, "a", encoding="utf-8") as fh:
                 fh.write(text)

@@ -36,7 +36,8 @@ _TIMING: dict[str, Any] = {
 
 _ENVELOPE: dict[str, Any] = {
     "record": {"enum": ["check", "gate", "strategy_gate", "stages", "run", "trigger", "procedure", "step",
-                        "alert", "task", "workflow", "analytics_metric", "analysis"]},
+                        "alert", "task", "workflow", "analytics_metric", "analysis", "delivery",
+                        "notifications"]},
     "schema_version": {"const": SCHEMA_VERSION},
     "run_id": _string,
     "release": {"type": "object", "required": ["name", "version"],
@@ -151,12 +152,38 @@ ANALYSIS = _record("analysis", {
     "flaky_checks": {"type": "array", "items": _string}, "error": {"type": ["string", "null"]},
 }, ["analysis", "metric", "verdict", "summary", "baseline", "series"])
 
+_when = {"type": ["string", "null"], "format": "date-time"}
+
+DELIVERY = _record("delivery", {
+    "outcome": _string, "deployed": {"type": "boolean"},
+    "stages": {"type": "array", "items": {"type": "object", "required": ["name", "verdict", "deployed"]}},
+    "start": _time, "end": _time, "duration_s": _number, "trigger": {"type": ["string", "null"]},
+    "manual": {"type": "boolean"}, "rollback": {"enum": ["rolled_back", "rollback_failed", None]},
+    "rollback_reason": _string, "detected_at": _when, "detected_by": {"type": ["string", "null"]},
+    "restored_at": _when, "time_to_restore_s": _seconds, "monitoring_s": _seconds,
+}, ["outcome", "deployed", "stages", "start", "end", "detected_at", "restored_at", "time_to_restore_s"])
+
+_attempt = {"type": "object", "required": ["attempt", "start", "duration_s", "status", "error", "ok"],
+            "properties": {"attempt": {"type": "integer"}, "start": _time, "duration_s": _number,
+                           "status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+                           "ok": {"type": "boolean"}}}
+
+NOTIFICATIONS = _record("notifications", {
+    "receivers": {"type": "array", "items": {"type": "object", "required": ["name", "url", "format", "signed"]}},
+    "deliveries": {"type": "array", "items": {
+        "type": "object", "required": ["delivery", "event", "receiver", "url", "outcome", "attempts"],
+        "properties": {"outcome": {"enum": ["delivered", "failed", "rejected", "abandoned", "pending"]},
+                       "attempts": {"type": "array", "items": _attempt}}}},
+    "counts": {"type": "object", "additionalProperties": {"type": "integer"}}, "dropped": {"type": "integer"},
+    "waited_s": _number,
+}, ["receivers", "deliveries", "counts"])
+
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://pytest-release.invalid/record.schema.json",
     "title": "pytest-release evidence record",
     "oneOf": [CHECK, GATE, STRATEGY_GATE, STAGES, RUN, TRIGGER, PROCEDURE, STEP, ALERT, TASK, WORKFLOW,
-              ANALYTICS_METRIC, ANALYSIS],
+              ANALYTICS_METRIC, ANALYSIS, DELIVERY, NOTIFICATIONS],
 }
 
 

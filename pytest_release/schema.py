@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checks.base import CheckKind
+from .notify import RECEIVER_SCHEMA
 from .rollback.actions import ACTIONS, ActionKind
 from .units import DURATION_SCHEMA, THRESHOLD_SCHEMA
 
@@ -220,5 +221,7 @@ def plan_schema(kinds: Mapping[str, CheckKind], actions: Mapping[str, ActionKind
                                                         "or a PostgreSQL URL (postgresql://...); default "
                                                         "EVIDENCE/analytics/history.sqlite"}}),
             "automation": _obj({"tasks": _list_of(task), "workflows": _list_of(workflow)}),
+            "notify": {**_list_of(RECEIVER_SCHEMA), "description": "webhook receivers: who hears of alerts, "
+                       "triggers, rollbacks and the verdict"},
         },
     }

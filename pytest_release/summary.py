@@ -300,7 +300,7 @@ def samples_svg(samples: Sequence[Mapping[str, Any]], window: float, alerts: Seq
     return "".join(parts)
 
 
-def render_markdown(summary: RunSummary, evidence: str) -> str:
+def render_markdown(summary: RunSummary, evidence: str, history: str | None = None) -> str:
     """A short Markdown summary for CI job pages (``GITHUB_STEP_SUMMARY``)."""
     lines = [f"### {summary.banner}: {summary.title}", "", "| stage | gate | verdict | duration |",
              "| --- | --- | --- | --- |"]
@@ -322,4 +322,6 @@ def render_markdown(summary: RunSummary, evidence: str) -> str:
             measured, expected = (c.replace("|", "\\|") for c in cells)
             lines.append(f"| `{check.stage}::{check.gate}::{check.name}` | {check.verdict} | {measured} | {expected} |")
     lines += ["", f"Evidence: `{evidence}`", ""]
+    if history:  # in the evidence artifact: every sealed run and the delivery metrics
+        lines[-1:] = [f"History: `{history}` (every sealed run, delivery metrics)", ""]
     return "\n".join(lines)

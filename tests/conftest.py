@@ -143,12 +143,24 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Example
     plan.write_text(plan.read_text().replace("18080", str(port)))
     # The plan's commands run python3: the one running these tests, with PyYAML.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # The plan's webhook receiver (notify): the example's own, on a free port, as run.sh starts it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        hook_port = sock.getsockname()[1]
+    plan.write_text(plan.read_text().replace("18081", str(hook_port)))
+    monkeypatch.setenv("SHOP_WEBHOOK_SECRET", "example-test-secret")
+    (project / "var").mkdir(exist_ok=True)
+    receiver = subprocess.Popen([sys.executable, str(project / "receiver.py"), str(hook_port),
+                                 str(project / "var" / "notifications.log")],
+                                env={**os.environ, "SHOP_WEBHOOK_SECRET": "example-test-secret"})
     example = Example(project, port)
     example.ctl("init-db")
     example.ctl("deploy", "1.0.0")
     example.ctl("start", "--port", str(port))
     yield example
     subprocess.run([sys.executable, str(project / "ctl.py"), "stop"], capture_output=True)
+    receiver.kill()
+    receiver.wait()
 
 
 # -- PostgreSQL: a private server for the session --------------------------------------------------

@@ -24,6 +24,10 @@ until killed. Modes:
 * ``endless``: a chunked body of 64 KiB chunks, as fast as it can, forever.
 * ``huge``: a 1 GiB body (``Content-Length: 1073741824``), sent as fast as it can.
 
+* ``receiver LOG [STATUS ...]``: a webhook receiver: every POST is appended to the file LOG as a
+  JSON line (path, headers, body as text, when), and answered with the next STATUS of the list
+  (the last one repeats; default 200).
+
 Every hostile mode answers any path the same way, and serves each connection on its own thread.
 """
 
@@ -160,7 +164,32 @@ def late(go: str, seconds: str) -> None:
     server.serve_forever()
 
 
+def receiver(log: str, *statuses: str) -> None:
+    answers = [int(s) for s in statuses] or [200]
+    lock = threading.Lock()
+    count = [0]
+
+    class Receiver(Handler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                status = answers[min(count[0], len(answers) - 1)]
+                count[0] += 1
+                with open(log, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"path": self.path, "headers": dict(self.headers.items()),
+                                         "body": body.decode("utf-8"), "status": status, "at": time.time()}) + "\n")
+            self._send(status, {"received": status < 300})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
 def main(mode: str, *tls: str) -> None:
+    if mode == "receiver":
+        receiver(*tls)
+        return
     if mode == "late":
         late(*tls)
         return

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from .. import notify
 from ..checks import CheckKind
 from ..evidence import EvidenceTree
 from ..plan import Gate, Plan, Trigger
@@ -238,12 +239,14 @@ class RollbackController:
                     else f"{trigger.name}: {reason}; procedures {', '.join(p.name for p in procedures)} ({why})")
             tr.write_sep("=", "pytest-release rollback", red=True, bold=True)
             tr.write_line(redact(what, self.plan.secrets))
+        notify.trigger_fired(trigger.name, reason or why, [p.name for p in procedures])  # never waits
         result = run_rollback(
             self.plan, trigger, f"{reason} ({why})" if reason else why, procedures, verify_gates,
             journal=journal, run_id=self.tree.run_id,
             judge=lambda gates: judge_gates(self.plan, self.kinds, gates),
             call_hook=hook_caller(self.config), report=self._report, resume=resume, verify_metrics=verify_metrics)
         self.recorder.record_rollback(result, journal.path)
+        notify.rollback_finished(result)
         return result
 
     def _report(self, outcome: StepOutcome) -> None:
