@@ -1,0 +1,89 @@
+"""Idle benchmark: what installing pytest-release costs a pytest run that gives no plan
+(``python bench/idle.py``), against the same run with ``-p no:release``, both measured in this run.
+
+Each case runs ``python -m pytest -q -p no:cacheprovider ...`` in a fresh process, alternating with
+and without the plugin so drift on a noisy machine hits both alike (after one warm-up run of each),
+and prints the best and the median wall time of each and their ratios (the whole process: the
+interpreter's start-up, the entry points, the run), then the same for the CPU time (user and
+system) of the process and its children, which a loaded machine disturbs much less. ``-p no:cacheprovider`` leaves out work common
+to both, which makes the ratio stricter, not looser. The cases:
+
+1. one trivial test (goal: at most 1.05);
+2. 1,000 trivial tests: the plugin's hooks with no plan cost nothing per test;
+3. one trivial test under pytest-xdist with 2 workers: each worker loads the plugin too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {
+    "1 test": ["test_one.py"],
+    "1,000 tests": ["test_many.py"],
+    "1 test, -n 2": ["test_one.py", "-n", "2"],
+}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(directory: Path, args: list[str]) -> tuple[float, float]:
+    """The wall time and the CPU time of one pytest process (and its children)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    cpu, started = _cpu(), time.perf_counter()
+    done = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    took, cpu = time.perf_counter() - started, _cpu() - cpu
+    if done.returncode != 0 or "passed" not in done.stdout:
+        raise SystemExit(f"the run failed: {' '.join(args)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return took, cpu
+
+
+Times = list[tuple[float, float]]
+
+
+def measure(directory: Path, args: list[str], repeat: int) -> tuple[Times, Times]:
+    run(directory, args)
+    run(directory, [*args, "-p", "no:release"])
+    with_plugin, without = [], []
+    for _ in range(repeat):
+        with_plugin.append(run(directory, args))
+        without.append(run(directory, [*args, "-p", "no:release"]))
+    return with_plugin, without
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=15, help="runs of each, with and without (default 15)")
+    parser.add_argument("--case", choices=list(CASES), action="append",
+                        help="only this case; repeat for several (default: all)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        (directory / "test_one.py").write_text("def test_one():\n    pass\n")
+        (directory / "test_many.py").write_text(
+            "import pytest\n\n\n@pytest.mark.parametrize('i', range(1000))\ndef test_many(i):\n    pass\n")
+        (directory / "pytest.ini").write_text("[pytest]\n")
+        for name in args.case or list(CASES):
+            with_plugin, without = measure(directory, CASES[name], args.repeat)
+            goal = "  (goal: at most 1.05)" if name == "1 test" else ""
+            for index, clock in enumerate(("wall", "CPU")):
+                mine, base = [t[index] for t in with_plugin], [t[index] for t in without]
+                best, best_base = min(mine), min(base)
+                median, median_base = statistics.median(mine), statistics.median(base)
+                print(f"{name}, {clock}: with the plugin, no plan: best {best * 1000:.0f} ms, median "
+                      f"{median * 1000:.0f} ms of {args.repeat}; -p no:release: best {best_base * 1000:.0f} ms, "
+                      f"median {median_base * 1000:.0f} ms")
+                print(f"{name}, {clock}: ratio: best {best / best_base:.3f}, median {median / median_base:.3f}{goal}")
+
+
+if __name__ == "__main__":
+    main()
