@@ -1,15 +1,17 @@
 """Idle benchmark: what installing pytest-release costs a pytest run that gives no plan
 (``python bench/idle.py``), against the same run with ``-p no:release``, both measured in this run.
 
-Each case runs ``python -m pytest -q -p no:cacheprovider ...`` in a fresh process, alternating with
-and without the plugin so drift on a noisy machine hits both alike (after one warm-up run of each),
-and prints the best and the median wall time of each and their ratios (the whole process: the
-interpreter's start-up, the entry points, the run), then the same for the CPU time (user and
-system) of the process and its children, which a loaded machine disturbs much less. ``-p no:cacheprovider`` leaves out work common
-to both, which makes the ratio stricter, not looser. The cases:
+Each case runs ``python -m pytest -q -p no:cacheprovider ...`` in a fresh process, in pairs side by
+side in time (with and without the plugin, each first in turn, after one warm-up run of each) so
+drift on a noisy machine hits both alike. It prints the best and the median wall time of each (the
+whole process: the interpreter's start-up, the entry points, the run) and the ratio: the median
+of the pairs' ratios (and the best against the best); then the same for the CPU time (user and
+system) of the process and its children, which a loaded machine disturbs less. Leaving out the
+cache provider leaves out work common to both, which makes the ratio stricter, not looser. The
+cases:
 
 1. one trivial test (goal: at most 1.05);
-2. 1,000 trivial tests: the plugin's hooks with no plan cost nothing per test;
+2. 1,000 trivial tests: what the plugin's hooks cost per test when no plan is given;
 3. one trivial test under pytest-xdist with 2 workers: each worker loads the plugin too.
 """
 
@@ -54,15 +56,18 @@ def measure(directory: Path, args: list[str], repeat: int) -> tuple[Times, Times
     run(directory, args)
     run(directory, [*args, "-p", "no:release"])
     with_plugin, without = [], []
-    for _ in range(repeat):
+    for index in range(repeat):  # side by side, each first in turn
+        if index % 2:
+            without.append(run(directory, [*args, "-p", "no:release"]))
         with_plugin.append(run(directory, args))
-        without.append(run(directory, [*args, "-p", "no:release"]))
+        if not index % 2:
+            without.append(run(directory, [*args, "-p", "no:release"]))
     return with_plugin, without
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=15, help="runs of each, with and without (default 15)")
+    parser.add_argument("--repeat", type=int, default=21, help="runs of each, with and without (default 21)")
     parser.add_argument("--case", choices=list(CASES), action="append",
                         help="only this case; repeat for several (default: all)")
     args = parser.parse_args()
@@ -77,13 +82,12 @@ def main() -> None:
             goal = "  (goal: at most 1.05)" if name == "1 test" else ""
             for index, clock in enumerate(("wall", "CPU")):
                 mine, base = [t[index] for t in with_plugin], [t[index] for t in without]
-                best, best_base = min(mine), min(base)
-                median, median_base = statistics.median(mine), statistics.median(base)
-                print(f"{name}, {clock}: with the plugin, no plan: best {best * 1000:.0f} ms, median "
-                      f"{median * 1000:.0f} ms of {args.repeat}; -p no:release: best {best_base * 1000:.0f} ms, "
-                      f"median {median_base * 1000:.0f} ms")
-                print(f"{name}, {clock}: ratio: best {best / best_base:.3f}, median {median / median_base:.3f}{goal}")
-
+                paired = statistics.median(m / b for m, b in zip(mine, base))
+                print(f"{name}, {clock} time: with the plugin and no plan: best {min(mine) * 1000:.0f} ms, median "
+                      f"{statistics.median(mine) * 1000:.0f} ms; -p no:release: best {min(base) * 1000:.0f} ms, "
+                      f"median {statistics.median(base) * 1000:.0f} ms ({args.repeat} runs each)")
+                print(f"{name}, {clock} time: ratio {paired:.3f} (median of the {args.repeat} side-by-side pairs; "
+                      f"best/best {min(mine) / min(base):.3f}){goal}")
 
 if __name__ == "__main__":
     main()
