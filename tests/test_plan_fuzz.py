@@ -60,7 +60,8 @@ def _example_kinds() -> dict[str, Any]:
 KINDS = _example_kinds()
 SEED_DATA = [yaml.load(seed, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) for seed in SEEDS]
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-ENV = {"PYTEST_RELEASE_FUZZ_TOKEN": "s3cr3t-token-value", "HOME": "/nonexistent"}
+ENV = {"PYTEST_RELEASE_FUZZ_TOKEN": "s3cr3t-token-value", "SHOP_WEBHOOK_SECRET": "example-webhook-secret",
+       "HOME": "/nonexistent"}
 
 # Text placed verbatim where a placeholder string lands in the dumped YAML.
 RAW = {

@@ -464,4 +464,5 @@ def test_service_instances_fan_out_concurrently(pytester: pytest.Pytester, write
                                  f"*::service_validation::health?api@{host}/node10? PASSED*",
                                  "*10 passed in *"])
     session = float(re.search(r"10 passed in ([0-9.]+)s", result.stdout.str()).group(1))
-    assert session < 2.0, f"ten 300 ms checks took {session}s: they did not run concurrently"
+    # One after another they take at least 3 s; at once about 0.3 s plus pytest (seconds on a loaded machine).
+    assert session < 2.9, f"ten 300 ms checks took {session}s: they did not run concurrently"

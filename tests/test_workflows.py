@@ -95,7 +95,7 @@ def test_workflow_timeout_bounds_the_run(pytester: pytest.Pytester, write_plan: 
           checks: [{command: {argv: [python3, -c, "print('ok')"]}}]
         """, stages="[{name: pre_release}, {name: release}]")
     plan += ("automation:\n  workflows:\n    - name: release_workflow\n      steps: [validate, deploy, verify]\n"
-             "      timeout: 1s\n      actions:\n        deploy: {command: {argv: [sleep, '120']}}\n")
+             "      timeout: 6s\n      actions:\n        deploy: {command: {argv: [sleep, '120']}}\n")
     write_plan(plan)
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-workflow",
                                            "release_workflow", "-v")
@@ -106,7 +106,7 @@ def test_workflow_timeout_bounds_the_run(pytester: pytest.Pytester, write_plan: 
         "*release_workflow step deploy (command): *",
         "*SKIPPED  stage release not run: required gate deploy::release_workflow failed*",
     ])
-    assert result.duration < 60  # the 1 s workflow timeout stopped the 120 s deploy
+    assert result.duration < 60  # the 6 s workflow timeout stopped the 120 s deploy
 
 
 def test_workflow_usage_errors(pytester: pytest.Pytester, write_plan: Callable[..., Path]) -> None:
