@@ -107,7 +107,7 @@ def main() -> None:
             with_plugin, without = measure(directory, CASES[name], args.repeat)
             for index, clock in enumerate(("wall", "CPU")):
                 mine, base = [t[index] for t in with_plugin], [t[index] for t in without]
-                paired = statistics.median(m / b for m, b in zip(mine, base))
+                paired = statistics.median(m / b for m, b in zip(mine, base, strict=True))
                 print(f"{name}, {clock} time: with the plugin and no plan: best {min(mine) * 1000:.0f} ms, median "
                       f"{statistics.median(mine) * 1000:.0f} ms; -p no:release: best {min(base) * 1000:.0f} ms, "
                       f"median {statistics.median(base) * 1000:.0f} ms ({args.repeat} runs each)")

@@ -24,7 +24,7 @@ from pathlib import Path
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).parent))
-from health import Handler, Server  # noqa: E402  (the same local server as the health benchmark)
+from health import Handler, Server
 
 
 def naive(url: str, interval: float, rounds: int) -> list[float]:

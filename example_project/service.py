@@ -134,7 +134,7 @@ class ShopHandler(BaseHTTPRequestHandler):
     _route: str
     _counted: bool
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         """Dispatch a GET request by path (the query string is ignored), and count it."""
         self._started = time.perf_counter()
         route = urlsplit(self.path).path
@@ -212,7 +212,7 @@ class ShopHandler(BaseHTTPRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Silence the per-request access log."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Route errors reported by http.server to the logger instead of raw stderr."""
         log.warning("%s %s", self.address_string(), format % args)
 

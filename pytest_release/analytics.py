@@ -450,7 +450,7 @@ def _baseline(earlier: Sequence[tuple[str, str, str]], version: str) -> tuple[se
 def _buckets(values: Sequence[tuple[str, float, float]], interval: float | None) -> list[tuple[float, float, int]]:
     """The mean per ``interval`` (per run when there is none), the latest ``MAX_POINTS``."""
     groups: dict[float, list[float]] = {}
-    for rid, value, at in values:
+    for _rid, value, at in values:
         key = math.floor(at / interval) * interval if interval else at
         groups.setdefault(key, []).append(value)
     return [(t, round(statistics.fmean(v), 6), len(v)) for t, v in sorted(groups.items())][-MAX_POINTS:]

@@ -204,7 +204,7 @@ def equal(a: object, b: object) -> bool:
     if _is_number(a) and _is_number(b):
         return a == b  # type: ignore[comparison-overlap]
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
     if type(a) is not type(b) and not (isinstance(a, str) and isinstance(b, str)):

@@ -17,7 +17,7 @@ import pytest
 from concurrent.futures import TimeoutError as FutureTimeout
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    pass
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS

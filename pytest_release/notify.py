@@ -457,7 +457,7 @@ def emit(event: str, summary: str, data: Mapping[str, Any], key: str | None = No
         return
     try:
         notifier.emit(event, summary, data, key)
-    except Exception:  # noqa: BLE001 - a notification never breaks a run
+    except Exception:
         pass
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -74,7 +73,7 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
                 body = read_body(response, deadline, MAX_BODY)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         raise PrometheusError(f"cannot connect to Prometheus at {endpoint}: {_reason(exc)}") from None
-    except (urllib3.exceptions.TimeoutError, socket.timeout):
+    except (TimeoutError, urllib3.exceptions.TimeoutError):
         raise PrometheusError(f"Prometheus at {endpoint} gave no answer within {timeout:g}s") from None
     except urllib3.exceptions.HTTPError as exc:
         if guard is not None and guard.expired:

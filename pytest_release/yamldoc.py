@@ -227,7 +227,7 @@ class _Loader(yaml.SafeLoader):
     def _too_deep(self, mark: yaml.Mark) -> _Limit:
         return _Limit(f"nested deeper than {self.max_depth} levels (limit: {self.max_depth})", mark)
 
-    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 (PyYAML's name)
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
         if self.flow_level >= self.max_depth:
             raise self._too_deep(self.get_mark())
         super().fetch_flow_collection_start(TokenClass)

@@ -8,7 +8,8 @@ import sqlite3
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jsonschema
 import pytest

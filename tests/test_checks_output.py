@@ -9,7 +9,7 @@ import re
 import sqlite3
 import struct
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

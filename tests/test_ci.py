@@ -3,7 +3,6 @@ action's script run for real (install skipped: the package is installed here).""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re

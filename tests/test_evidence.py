@@ -9,7 +9,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import jsonschema
 import pytest

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -268,7 +268,7 @@ def test_evidence_lost_mid_run_still_rolls_back_and_says_what_is_missing(
         "stands):*",
         f"*validation/gates/*/post_release/service_validation/command?smoke?.json: {why}*",
     ])
-    assert f"rollback/procedures/" in out and "journal.jsonl" in out
+    assert "rollback/procedures/" in out and "journal.jsonl" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out + result.stderr.str()
     # What was written before the fault is still there, and nothing claims to seal the run.
     run = next((evidence / "runs").iterdir()).name

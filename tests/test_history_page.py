@@ -19,10 +19,10 @@ from pytest_release.history_page import load_runs, write_index
 from pytest_release.records import RECORD_SCHEMA
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-from history import make_history  # noqa: E402
+from history import make_history
 
-from conftest import Example  # noqa: E402
-from test_evidence import CHROMIUM_ARGS  # noqa: E402
+from conftest import Example
+from test_evidence import CHROMIUM_ARGS
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 NOW = 1_800_000_000.0

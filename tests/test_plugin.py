@@ -7,7 +7,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -14,7 +14,6 @@ import random
 import shlex
 import sqlite3
 import string
-import sys
 import textwrap
 import urllib.parse
 from collections.abc import Callable, Iterator

@@ -162,7 +162,7 @@ def _config(ctx: CheckContext) -> CheckResult:
         if problem:
             errors.append(problem)
         else:
-            for name, (display, data) in sorted(parsed.items()):
+            for _name, (display, data) in sorted(parsed.items()):
                 for error in validator.iter_errors(data):
                     where = ".".join(map(str, error.absolute_path)) or "(root)"
                     errors.append(f"{display}: {where}: {error.message}")

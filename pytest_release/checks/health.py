@@ -2,8 +2,9 @@
 
 Parameters: ``path`` (default: the target's ``health`` path, else ``/``), ``status`` (an
 expected status or a list of them, default 200), ``json`` (field path -> expectation in the
-JSON body: a value it must equal, or comparisons; see :mod:`pytest_release.compare`), ``contains`` (text the body must contain), ``retries`` (further attempts after
-a failure, default 0) with ``delay`` between them (default 1s), ``request_timeout`` and
+JSON body: a value it must equal, or comparisons; see :mod:`pytest_release.compare`),
+``contains`` (text the body must contain), ``retries`` (further attempts after a failure,
+default 0) with ``delay`` between them (default 1s), ``request_timeout`` and
 ``max_body`` (see :mod:`.limits`). Every attempt's whole answer must arrive within
 ``request_timeout`` and the gate's budget left; retrying stops when the budget runs out.
 """
@@ -31,7 +32,8 @@ PARAMS: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "path": {"type": "string", "pattern": "^/", "description": "a path starting with /"},
-        "status": {"description": "an HTTP status (100-599) or a list of them", "anyOf": [{"type": "integer", "minimum": 100, "maximum": 599},
+        "status": {"description": "an HTTP status (100-599) or a list of them",
+                   "anyOf": [{"type": "integer", "minimum": 100, "maximum": 599},
                              {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599},
                               "minItems": 1}]},
         "json": fields_schema("field path (status, checks.db, rows.0.id) -> a value it must equal, or "
@@ -62,7 +64,7 @@ def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int = 
                 break
             chunks.append(chunk)
             size += len(chunk)
-    except (urllib3.exceptions.TimeoutError, socket.timeout):
+    except (TimeoutError, urllib3.exceptions.TimeoutError):
         pass
     finally:
         if complete:
@@ -160,7 +162,7 @@ def _judge_tcp(ctx: CheckContext, address: str) -> CheckResult:
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
-    except socket.timeout:
+    except TimeoutError:
         why = f"{ctx.budget_text()} ran out" if remaining <= limits.request_timeout else limits.timeout_text()
         return CheckResult(False, f"TCP connect to {address} timed out after "
                                   f"{format_duration(round(time.monotonic() - started, 2))} ({why})",

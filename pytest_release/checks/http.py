@@ -286,7 +286,7 @@ def fetch(url: str, *, timeout: float, max_body: int = MAX_BODY, verify: bool = 
         answer.elapsed = time.monotonic() - started
         answer.error, answer.kind = f"failed: cannot connect: {connect_reason(exc)}", "connect"
         return answer
-    except (urllib3.exceptions.TimeoutError, socket.timeout):
+    except (TimeoutError, urllib3.exceptions.TimeoutError):
         guard.finish()
         return late()
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -328,7 +328,7 @@ def fetch(url: str, *, timeout: float, max_body: int = MAX_BODY, verify: bool = 
                 break
             if keep_body:
                 chunks.append(chunk)
-    except (urllib3.exceptions.TimeoutError, socket.timeout):
+    except (TimeoutError, urllib3.exceptions.TimeoutError):
         pass
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
         response.close()

@@ -38,7 +38,7 @@ def dsn_label(dsn: str) -> str:
         from psycopg.conninfo import conninfo_to_dict
 
         info = conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001 - no psycopg or a malformed DSN: parse the URL shape by hand
+    except Exception:
         match = re.match(r"^\w+://(?:[^@/]*@)?([^/?]*)/?([^?]*)", dsn)
         info = {"host": match.group(1), "dbname": match.group(2)} if match else {}
     host = str(info.get("host") or "localhost")
@@ -53,7 +53,7 @@ def _scrub(message: str, dsn: str) -> str:
         from psycopg.conninfo import conninfo_to_dict
 
         password = conninfo_to_dict(dsn).get("password")
-    except Exception:  # noqa: BLE001
+    except Exception:
         password = None
     text = message.replace(dsn, "<dsn>")
     if password:
@@ -138,7 +138,7 @@ class Store:
     def _rollback(self) -> None:
         try:
             self.conn.rollback()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     # -- tables ----------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ class Store:
             self._closed = True
             try:
                 self.conn.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def __enter__(self) -> Store:

@@ -475,7 +475,7 @@ def _raw_copy(db: Path, target: Path) -> list[str]:
     shutil.copyfile(db, temp)
     os.replace(temp, target)
     kept.append(db.name)
-    for live, copy in zip(_companions(db), _companions(target)):
+    for live, copy in zip(_companions(db), _companions(target), strict=True):
         try:
             shutil.copyfile(live, copy)
         except FileNotFoundError:

@@ -7,6 +7,8 @@ into a test report) and a ``verify`` callback (judges validation gates again).
 
 from __future__ import annotations
 
+import functools
+
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -135,7 +137,7 @@ def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) 
                     ctx = CheckContext(kind=spec.kind, params=expectation.params, target=target,
                                        base_dir=plan.base_dir, gate=f"rollback::{gate.name}", budget=gate.timeout,
                                        deadline=deadline, targets=plan.targets)
-                    finished, result, error = call_with_deadline(lambda: run(ctx), ctx.remaining() + GRACE)
+                    finished, result, error = call_with_deadline(functools.partial(run, ctx), ctx.remaining() + GRACE)
                     if isinstance(error, NotBuilt):
                         lines.append(f"not checked: {name}: {error}")
                         counts["not checked"] += 1
