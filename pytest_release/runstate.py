@@ -117,7 +117,7 @@ class RunState:
         path = self._file(f"result:{key}")
         while True:
             try:
-                return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+                return json.loads(path.read_text("utf-8"))
             except (OSError, ValueError):
                 if time.monotonic() >= deadline:
                     return None
