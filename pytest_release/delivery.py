@@ -204,12 +204,12 @@ def run_facts(plan: Any, run_id: str, summary: Any, outcomes: Iterable[Any], rol
     if detections and (facts.deployed or manual):
         facts.detected_at, facts.detected_by = min(detections)
     first = (timing or {}).get("first_failure")
-    if isinstance(first, Mapping) and parse_time(first.get("at")) is not None:
-        detected_at = parse_time(first.get("at"))
+    detected_at = parse_time(first.get("at")) if isinstance(first, Mapping) else None
+    if isinstance(first, Mapping) and detected_at is not None:
         facts.detected_at = detected_at
         facts.detected_by = str(first.get("check") or "").partition("::")[2] or facts.detected_by
         restore = (timing or {}).get("time_to_restore_s")
-        facts.restored_at = detected_at + float(restore) if detected_at is not None and isinstance(restore, (int, float)) else None
+        facts.restored_at = detected_at + float(restore) if isinstance(restore, (int, float)) else None
     return facts
 
 

@@ -107,8 +107,8 @@ def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str,
               exit_status: int, rollback: RollbackResult | None = None) -> RunSummary:
     """The run's summary from the plan and the outcomes of its checks (by node id)."""
     by_gate: dict[tuple[str, str], list[CheckOutcome]] = {}
-    for outcome in outcomes.values():
-        by_gate.setdefault((outcome.stage, outcome.gate), []).append(outcome)
+    for check in outcomes.values():
+        by_gate.setdefault((check.stage, check.gate), []).append(check)
     stages = []
     for stage in plan.stages:
         gates = []

@@ -233,7 +233,10 @@ def _file_backup_into(ctx: StepContext, target: Path, forensic: bool) -> StepRes
 
 def _file_forensic_result(ctx: StepContext, target: Path, lines: list[str], problems: list[str]) -> StepResult:
     """Say what the forensic copy holds and how the live files differ from the restore point."""
-    kept = dict(reversed(line.split("  ", 1)) for line in lines)
+    kept: dict[str, str] = {}  # path -> digest, from "digest  path" lines
+    for line in lines:
+        digest, rel = line.split("  ", 1)
+        kept[rel] = digest
     restore_point = _manifest_of(ctx.path(ctx.params["to"]))
     changed = sorted(rel for rel, digest in kept.items() if rel in restore_point and restore_point[rel] != digest)
     added = sorted(rel for rel in kept if restore_point and rel not in restore_point)
@@ -767,7 +770,7 @@ def _owners(address: tuple[str, int]) -> list[int]:
             fields = row.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == address[1]:
                 inodes.add(f"socket:[{fields[9]}]")
-    owners = []
+    owners: list[int] = []
     if not inodes:
         return owners
     for entry in os.scandir("/proc"):

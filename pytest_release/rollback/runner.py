@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from ..checks.command import on_program_start
@@ -38,6 +38,10 @@ VERIFY_ROUNDS = 3
 GRACE = 1.0
 
 
+#: How a rollback step ended, in the words of a pytest report's outcome.
+StepVerdict = Literal["passed", "failed", "skipped"]
+
+
 @dataclass
 class StepOutcome:
     """One step as it is reported: passed, failed, or skipped (done before, or not reached)."""
@@ -46,7 +50,7 @@ class StepOutcome:
     procedure: str
     step: str
     action: str | None
-    verdict: str
+    verdict: StepVerdict
     result: StepResult
     start: float
     end: float
@@ -137,15 +141,17 @@ def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) 
                     ctx = CheckContext(kind=spec.kind, params=expectation.params, target=target,
                                        base_dir=plan.base_dir, gate=f"rollback::{gate.name}", budget=gate.timeout,
                                        deadline=deadline, targets=plan.targets)
-                    finished, result, error = call_with_deadline(functools.partial(run, ctx), ctx.remaining() + GRACE)
+                    finished, checked, error = call_with_deadline(functools.partial(run, ctx), ctx.remaining() + GRACE)
                     if isinstance(error, NotBuilt):
                         lines.append(f"not checked: {name}: {error}")
                         counts["not checked"] += 1
                         continue
-                    if not finished or error is not None or result is None:
+                    if not finished or error is not None or checked is None:
                         why = (f"did not finish within the {format_duration(gate.timeout)} budget of gate {gate.name}"
                                if not finished else f"{type(error).__name__}: {error}")
                         result = CheckResult(False, why)
+                    else:
+                        result = checked
                 if spec.ready and not result.passed and not_ready is None:
                     not_ready = f"{spec.item_name(target)} failed: {result.summary}"
                 verdict = "passed" if result.passed else "failed" if gate.required else "warning"
@@ -376,17 +382,17 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
             with on_program_start(started_program):  # in the thread that runs the action
                 return action.run(ctx)
 
-        finished, done, error = call_with_deadline(run, ctx.remaining() + GRACE)
+        finished, returned, error = call_with_deadline(run, ctx.remaining() + GRACE)
         if not finished:
             result = StepResult(False, f"did not finish within the budget of procedure {step.procedure} "
                                        "(or of its trigger)")
-        elif error is not None or done is None:  # an action's bug must not stop the rollback's record
+        elif error is not None or returned is None:  # an action's bug must not stop the rollback's record
             result = StepResult(False, f"{type(error).__name__}: {error}")
         else:
-            result = done
+            result = returned
     if ended and not still:
         result.details[:0] = [f"before running it again: {line}" for _, line in ended]
-    verdict = "passed" if result.passed else "failed"
+    verdict: StepVerdict = "passed" if result.passed else "failed"
     stop = time.time()
     journal.append("step_end", step=step.id, verdict=verdict, summary=result.summary,
                    duration_s=round(stop - started, 3))
@@ -403,7 +409,7 @@ def _final_verify(gates: Sequence[Gate], judge: Callable[[Sequence[Gate]], StepR
         result = StepResult(False, "not run: the trigger's budget was used up")
     else:
         result = judge(gates)
-    verdict = "passed" if result.passed else "failed"
+    verdict: StepVerdict = "passed" if result.passed else "failed"
     ended = time.time()
     journal.append("step_end", step=FINAL_VERIFY, verdict=verdict, summary=result.summary,
                    duration_s=round(ended - started, 3))
