@@ -234,7 +234,7 @@ class Recorder:
         report.location = (head, None, rest)  # shown as the check, not as the plan file
         if not required:  # like any failure in a gate with required: false, a warning
             report.outcome = "skipped"
-            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"  # type: ignore[attr-defined]
+            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"
         if self.state is not None:
             record = Record(report.nodeid, dict(props)["release_stage"], dict(props)["release_gate"], verdict, why)
             try:
@@ -389,8 +389,9 @@ class Recorder:
             return result
         self._report_end(summary)
         history = history_after_seal(self.tree.root)  # EVIDENCE/index.html, every sealed run
-        if self.config.pluginmanager.get_plugin("terminalreporter") is not None:
-            self.config.pluginmanager.get_plugin("terminalreporter").write_line(history)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(history)
         session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
         return result
 

@@ -101,7 +101,7 @@ def select_workflow(plan: Plan, name: str) -> tuple[Plan, WorkflowRun]:
                         else f"the rollback procedures' {s.name} steps") for s in workflow.steps]
         return plan, WorkflowRun(workflow, phases, True)
     by_name = {s.name: s for s in plan.stages}
-    phases: list[Phase] = []
+    phases = []
     stages: list[Stage] = []
     workflow_gates: dict[str, Gate] = {}
     for step in workflow.steps:

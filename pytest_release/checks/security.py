@@ -289,7 +289,8 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
         return
     measured["certificate"] = "valid"
     measured["tls"] = version
-    not_after = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else None
+    expiry = cert.get("notAfter")
+    not_after = ssl.cert_time_to_seconds(expiry) if isinstance(expiry, str) else None
     if not_after is not None:
         days = (not_after - time.time()) / 86400
         measured["days_left"] = round(days, 1)

@@ -256,10 +256,10 @@ def open_store(ctx: CheckContext, spec: Any) -> Store:
     if remaining <= 0:
         raise StoreError(f"{label} not connected: {ctx.budget_text()} was used up")
     try:
-        conn = psycopg.connect(dsn, connect_timeout=max(2, int(remaining + 0.999)), autocommit=True,
-                               options=f"-c default_transaction_read_only=on "
-                                       f"-c statement_timeout={max(1, int(remaining * 1000))}")
+        pg = psycopg.connect(dsn, connect_timeout=max(2, int(remaining + 0.999)), autocommit=True,
+                             options=f"-c default_transaction_read_only=on "
+                                     f"-c statement_timeout={max(1, int(remaining * 1000))}")
     except psycopg.Error as exc:
         message = str(exc).strip() or type(exc).__name__
         raise StoreError(f"cannot connect to {label}: {_scrub(message, dsn)}") from None
-    return Store(label, "postgres", conn, ctx)
+    return Store(label, "postgres", pg, ctx)
