@@ -477,45 +477,41 @@ def _check_verdicts(store: HistoryStore, plan: Plan, run_id: str, outcome: Analy
 
 
 def trends_html(run: AnalyticsRun, rows_per_analysis: int = 30) -> str:
-    """The analyses as an HTML fragment for the report: per series now, the baseline, the change
-    and a sparkline of its trend; regressions first."""
-    from html import escape as esc
+    """The analyses as an HTML fragment for the report (``templates/trends.html.j2``): per series
+    now, the baseline, the change and a sparkline of its trend; regressions first."""
+    from .rendering import render
 
-    parts = ['<section id="release-trends"><h3>Trends (analytics)</h3>',
-             f"<p>History store: {esc(run.store)}"
-             + (f" &mdash; <b>this run is not in it</b>: {esc(run.error)}" if run.error else "") + "</p>"]
-    for metric in run.metrics:
-        if metric.error:
-            parts.append(f"<p>metric {esc(metric.error)}</p>")
+    analyses = []
     for analysis in run.analyses:
-        parts.append(f'<h4 class="release-analysis" data-verdict="{esc(analysis.verdict)}">{esc(analysis.line())}</h4>')
-        if analysis.error:
-            continue
         ordered = sorted(analysis.series, key=lambda t: (not t.regression, t.series))[:rows_per_analysis]
-        parts += ['<table class="release-trend-table" style="border-collapse:collapse">',
-                  "<tr><th align=left>series</th><th align=right>now</th><th align=right>baseline</th>"
-                  "<th align=right>change</th><th>trend</th><th align=left></th></tr>"]
-        for trend in ordered:
-            change = "-" if trend.change is None else f"{trend.change:+.1%}"
-            flag = '<b style="color:#cf222e">regression</b>' if trend.regression else ""
-            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{esc(trend.series)}</td>"
-                         f"<td align=right>{_fmt(trend.current)}</td><td align=right>{_fmt(trend.baseline)}</td>"
-                         f"<td align=right>{change}</td><td>{sparkline_svg(trend.points)}</td><td>{flag}</td></tr>")
-        parts.append("</table>")
-        if len(analysis.series) > rows_per_analysis:
-            parts.append(f"<p>and {len(analysis.series) - rows_per_analysis} more series in the analysis record</p>")
-        for label, checks in (("failing now, passed in " + (analysis.baseline or ""), analysis.regressed_checks),
-                              ("flaky in this version", analysis.flaky_checks)):
-            if checks:
-                parts.append(f"<p>{esc(label)}: {esc(', '.join(checks))}</p>")
-    parts.append("</section>")
-    return "".join(parts)
+        analyses.append((analysis, [(trend, sparkline(trend.points)) for trend in ordered],
+                         max(len(analysis.series) - rows_per_analysis, 0)))
+    return render("trends.html.j2", {"figure": _fmt}, run=run, analyses=analyses)
 
 
-def sparkline_svg(points: Sequence[tuple[float, float, int]], width: int = 140, height: int = 28) -> str:
-    """An inline SVG line of a trend's points (the mean per interval), the last one marked."""
+@dataclass(frozen=True)
+class Sparkline:
+    """A trend's line (``charts.html.j2``): its points' coordinates, the last one marked."""
+
+    width: int
+    height: int
+    points: list[tuple[float, float]]
+    low: float
+    high: float
+
+    @property
+    def count(self) -> int:
+        return len(self.points)
+
+    @property
+    def last(self) -> tuple[float, float]:
+        return self.points[-1]
+
+
+def sparkline(points: Sequence[tuple[float, float, int]], width: int = 140, height: int = 28) -> Sparkline | None:
+    """The line of a trend's points (the mean per interval); ``None`` without points."""
     if not points:
-        return ""
+        return None
     values = [p[1] for p in points]
     low, high = min(values), max(values)
     step = (width - 8) / max(len(values) - 1, 1)
@@ -523,10 +519,4 @@ def sparkline_svg(points: Sequence[tuple[float, float, int]], width: int = 140, 
     def y(value: float) -> float:
         return height / 2 if high == low else height - 4 - (height - 8) * (value - low) / (high - low)
 
-    coords = " ".join(f"{4 + i * step:.1f},{y(v):.1f}" for i, v in enumerate(values))
-    last_x, last_y = 4 + (len(values) - 1) * step, y(values[-1])
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="release-sparkline" width="{width}" height="{height}" '
-            f'role="img" aria-label="trend over {len(values)} points">'
-            f'<polyline points="{coords}" fill="none" stroke="#4a7fd1" stroke-width="1.5"/>'
-            f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="2.5" fill="#4a7fd1"/>'
-            f"<title>{len(values)} points, {low:.4g} to {high:.4g}</title></svg>")
+    return Sparkline(width, height, [(4 + i * step, y(v)) for i, v in enumerate(values)], low, high)
