@@ -35,6 +35,7 @@ __all__ = [
     "load_plan",
 ]
 
+#: The package's version: its one source (pyproject.toml reads it from here without importing).
 __version__ = "0.1.0"
 
 #: Each public name and the module it comes from.
