@@ -16,7 +16,7 @@ import pytest
 
 from conftest import plan_with
 from pytest_release.evidence import FOLDERS
-from pytest_release.records import RECORD_SCHEMA
+from pytest_release.records import RECORD_SCHEMA, check_records, resolve
 
 PlanWriter = Callable[..., Path]
 
@@ -65,7 +65,8 @@ def test_a_run_fills_the_tree_with_valid_records(pytester: pytest.Pytester, writ
     validator = jsonschema.Draft202012Validator(RECORD_SCHEMA)
     records = [json.loads(p.read_text()) for p in evidence.rglob("*.json")
                if "record" in json.loads(p.read_text())]
-    assert len(records) > 10
+    assert len(records) > 5 and not [r for r in records if r["record"] == "check"]
+    records += check_records(evidence, run)  # one JSON line per check, in its gate's records.jsonl
     for record in records:
         validator.validate(record)
     checks = {r["nodeid"]: r for r in records if r["record"] == "check"}
@@ -83,6 +84,11 @@ def test_a_run_fills_the_tree_with_valid_records(pytester: pytest.Pytester, writ
     assert gates["pre_release", "smoke"]["verdict"] == "warning"
     assert gates["pre_release", "tools"]["verdict"] == "passed"
     assert gates["post_release", "tools"]["verdict"] == "not_run"
+    for gate in gates.values():  # each gate names its checks' records (PATH#LN), which resolve to them
+        for check in gate["checks"]:
+            assert check["record"].endswith(f"/{gate['stage']}/{gate['gate']}/records.jsonl#L"
+                                            f"{check['record'].rpartition('#L')[2]}")
+            assert resolve(evidence, check["record"]) == checks[check["nodeid"]]
     stages = next(r for r in records if r["record"] == "stages")["stages"]
     assert [(s["name"], s["verdict"]) for s in stages] == [("pre_release", "failed"), ("post_release", "skipped")]
     summary = json.loads((run_dir / "summary.json").read_text())
