@@ -4,14 +4,16 @@ plugin against pytest's own floor, both measured in this run against the same lo
 
 For each size N:
 
-1. N health checks (one service with N instances, fan-out, 16 at a time): pytest's session time
+1. N health checks (services of 1,000 instances each, fan-out, 16 at a time): pytest's session time
    (``bench_clock.py``: from pytest's session start to the end of the process: collection, every
    check, JUnit XML, the self-contained HTML report, the evidence records and the seal; not the
    interpreter's start-up) against **pytest's floor**: N tests that do nothing, with the same
    JUnit XML and self-contained pytest-html report, timed the same way. Goal: at most 1.5 at
    1,000 and 5,000, and a ratio that does not grow from 1,000 to 10,000 (linear).
-2. The peak RSS of the same two processes (``wait4``'s ``ru_maxrss``; with ``-n`` the controller's,
-   and each worker's largest beside it). Goal: at most 1.5 at 10,000.
+2. The peak RSS of the same two processes (``wait4``'s ``ru_maxrss``: with ``-n``, the largest of
+   the controller and its workers). Goal: at most 1.5 at 10,000.
+3. Beside the time, the CPU time (user and system) of each whole process (its start-up and its
+   xdist workers included), which a loaded machine disturbs less than the wall time.
 
 The pairs run side by side in time (the plugin first, then the floor, ``--repeat`` times), and
 the best of each is compared, so drift on a noisy machine hits both alike. ``-n 2`` runs both
@@ -58,8 +60,9 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-def run(directory: Path, args: list[str]) -> tuple[str, float, float]:
-    """Run pytest in a fresh process: its output, its session seconds and its peak RSS in MiB."""
+def run(directory: Path, args: list[str]) -> tuple[str, float, float, float]:
+    """Run pytest in a fresh process: its output, its session seconds, its peak RSS in MiB and
+    its CPU seconds (user and system, its xdist workers included)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))}
     env.pop("CI", None)
     out = directory / "out.txt"
@@ -73,15 +76,18 @@ def run(directory: Path, args: list[str]) -> tuple[str, float, float]:
     clock = re.search(r"BENCH-SESSION-SECONDS ([0-9.]+)", text)
     if process.returncode != 0 or not clock:
         raise SystemExit(f"pytest {' '.join(args)} failed (exit {process.returncode}):\n{text[-3000:]}")
-    return text, float(clock.group(1)), usage.ru_maxrss / 1024
+    return text, float(clock.group(1)), usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def plugin(directory: Path, base: str, count: int, concurrency: int, path: str,
-           xdist: list[str]) -> tuple[float, float]:
+           xdist: list[str]) -> tuple[float, float, float]:
+    per = 1000  # a target has at most 1,000 instances
+    targets = "\n".join(f'  api{t}: {{url: "{base}/t{t}i{{1..{min(per, count - t * per)}}}"}}'
+                         for t in range((count + per - 1) // per))
     plan = f"""\
 release: {{name: bench}}
 targets:
-  api: {{url: "{base}/i{{1..{count}}}"}}
+{targets}
 strategy:
   stages: [{{name: post_release}}]
   gates: [{{name: validation_gate, timeout: 600}}]
@@ -92,21 +98,21 @@ validation:
       checks: [{{health: {{path: {path}}}}}]
 """
     (directory / "release-plan.yaml").write_text(plan)
-    text, seconds, rss = run(directory, ["--release-plan", "release-plan.yaml", *xdist,
+    text, seconds, rss, cpu = run(directory, ["--release-plan", "release-plan.yaml", *xdist,
                                          "--release-evidence-dir", str(directory / "evidence")])
     passed = re.search(r"(\d+) passed", text)
     if not passed or int(passed.group(1)) != count:
         raise SystemExit(f"the plan did not pass:\n{text[-3000:]}")
-    return seconds, rss
+    return seconds, rss, cpu
 
 
-def floor(directory: Path, count: int, xdist: list[str]) -> tuple[float, float]:
+def floor(directory: Path, count: int, xdist: list[str]) -> tuple[float, float, float]:
     """pytest's session time and peak RSS for ``count`` no-op tests, with JUnit XML and HTML reports."""
     (directory / "test_nothing.py").write_text(
         f"import pytest\n\n\n@pytest.mark.parametrize('i', range({count}))\ndef test_nothing(i):\n    pass\n")
-    _, seconds, rss = run(directory, ["test_nothing.py", *xdist, "--junitxml", "junit.xml",
-                                      "--html", "report.html", "--self-contained-html"])
-    return seconds, rss
+    _, seconds, rss, cpu = run(directory, ["test_nothing.py", *xdist, "--junitxml", "junit.xml",
+                                           "--html", "report.html", "--self-contained-html"])
+    return seconds, rss, cpu
 
 
 def main() -> None:
@@ -133,13 +139,16 @@ def main() -> None:
             for _ in range(args.repeat):
                 plugin_runs.append(plugin(directory, base, size, args.concurrency, "/healthz", xdist))
                 floor_runs.append(floor(directory, size, xdist))
-            best_plugin, best_floor = min(t for t, _ in plugin_runs), min(t for t, _ in floor_runs)
-            rss_plugin, rss_floor = min(r for _, r in plugin_runs), min(r for _, r in floor_runs)
+            best_plugin, best_floor = min(r[0] for r in plugin_runs), min(r[0] for r in floor_runs)
+            rss_plugin, rss_floor = min(r[1] for r in plugin_runs), min(r[1] for r in floor_runs)
+            cpu_plugin, cpu_floor = min(r[2] for r in plugin_runs), min(r[2] for r in floor_runs)
             ratios[size] = best_plugin / best_floor
             time_goal = " (goal: at most 1.5)" if size <= 5000 else ""
             rss_goal = " (goal: at most 1.5)" if size >= 10000 else ""
             print(f"{size:>6,} checks: time  plugin {best_plugin:7.3f} s, floor {best_floor:7.3f} s, "
                   f"ratio {ratios[size]:.2f}{time_goal}", flush=True)
+            print(f"{'':>14} CPU   plugin {cpu_plugin:7.3f} s, floor {cpu_floor:7.3f} s, "
+                  f"ratio {cpu_plugin / cpu_floor:.2f} (whole process: start-up included)", flush=True)
             print(f"{'':>14} peak RSS plugin {rss_plugin:7.1f} MiB, floor {rss_floor:7.1f} MiB, "
                   f"ratio {rss_plugin / rss_floor:.2f}{rss_goal}", flush=True)
         if len(ratios) > 1:
