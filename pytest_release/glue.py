@@ -28,7 +28,8 @@ from .items import BLOCKED, DEADLINE, EARLY, GRACE, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
-from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger, load_plan
+from .loader import load_plan
+from .model import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger
 from .people import People
 from .problems import PlanError
 from .recorder import Recorder

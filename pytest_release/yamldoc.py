@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .model import Mark
 from .problems import Problem, format_path
 from .secrets import MIN_LENGTH
 
@@ -44,14 +45,6 @@ _PLAIN_TAGS = {
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _ENV_RE = re.compile(r"\$\{(env|var):([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A 1-based position in a file."""
-
-    line: int
-    col: int
 
 
 @dataclass
