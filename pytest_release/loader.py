@@ -142,13 +142,14 @@ def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
         doc.add((), "a plan is a mapping of sections (release, targets, strategy, rollback, "
                     "validation, monitoring, analytics, automation)")
         raise PlanError(_redact(doc.problems, doc.secrets))
+    data: dict[str, Any] = doc.data
     _nul_problems(doc)
-    rejected = _schema_problems(doc, kinds)
+    rejected = _schema_problems(doc, data, kinds)
     # The meaning of the plan is read from what the schema accepted only: every value it rejected
     # is taken out first, so the semantic pass never meets a wrong type, and the problems it finds
     # elsewhere are still reported with the schema's, at once. A plan with problems is not built.
-    _prune(doc.data, rejected)
-    checker = _Semantics(doc, kinds, time_scale)
+    _prune(data, rejected)
+    checker = _Semantics(doc, data, kinds, time_scale)
     checker.run()
     if doc.problems:
         raise PlanError(_redact(doc.problems, doc.secrets))
@@ -200,8 +201,9 @@ def _validator(kinds: Mapping[str, CheckKind]) -> jsonschema.protocols.Validator
     return cached[1]
 
 
-def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> list[jsonschema.ValidationError]:
-    errors = list(_validator(kinds).iter_errors(doc.data))
+def _schema_problems(doc: Document, data: Mapping[str, Any],
+                     kinds: Mapping[str, CheckKind]) -> list[jsonschema.ValidationError]:
+    errors = list(_validator(kinds).iter_errors(data))
     for error in errors:
         _translate(doc, error)
     return errors
@@ -214,7 +216,7 @@ def _prune(data: dict[str, Any], errors: Iterable[jsonschema.ValidationError]) -
     every key as optional."""
     doomed: list[tuple[object, ...]] = []
     for error in errors:
-        path = tuple(error.absolute_path)
+        path: tuple[object, ...] = tuple(error.absolute_path)
         if error.validator == "required":
             continue
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -238,6 +240,11 @@ def _prune(data: dict[str, Any], errors: Iterable[jsonschema.ValidationError]) -
             parent.pop(path[-1], None)
         elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
             parent[path[-1]] = None
+
+
+def _values(value: object) -> list[Any]:
+    """A schema keyword's value as a list (``type: string`` is ``[string]``)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _hint(what: str | None) -> str:
@@ -271,17 +278,16 @@ def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
             doc.add(key_path, f"{instance!r} is not {what or 'a valid key'}", key=True)
         return
     if error.validator == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c) for c in _values(error.validator_value)]
         doc.add(path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
                       f" choose from: {', '.join(choices)}{_hint(what)}")
     elif error.validator == "required":
-        missing = [k for k in error.validator_value if k not in instance]
+        missing = [k for k in _values(error.validator_value) if k not in _mapping(instance)]
         doc.add(path, f"missing required key {', '.join(map(repr, missing))}")
     elif error.validator == "type":
         wanted = what or " or ".join(f"a {t}" if t not in ("object", "array") else
                                      {"object": "a mapping", "array": "a list"}[t]
-                                     for t in ([error.validator_value] if isinstance(error.validator_value, str)
-                                               else error.validator_value))
+                                     for t in _values(error.validator_value))
         doc.add(path, f"{instance!r} is {_type_name(instance)}, expected {wanted}")
     elif error.validator == "format" and error.cause is not None:
         doc.add(path, str(error.cause))
@@ -307,6 +313,12 @@ def _items(value: object) -> list[tuple[int, dict[str, Any]]]:
     return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)]
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one (what the schema rejected is taken out
+    before the semantic pass, but a section may still be missing or empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _section(data: Mapping[str, Any], *keys: str) -> Any:
     value: Any = data
     for key in keys:
@@ -317,9 +329,10 @@ def _section(data: Mapping[str, Any], *keys: str) -> Any:
 class _Semantics:
     """What a schema cannot say: unique names, references, units, what runs and what not yet."""
 
-    def __init__(self, doc: Document, kinds: Mapping[str, CheckKind], time_scale: float = 1.0) -> None:
+    def __init__(self, doc: Document, data: dict[str, Any], kinds: Mapping[str, CheckKind],
+                 time_scale: float = 1.0) -> None:
         self.doc = doc
-        self.data: dict[str, Any] = doc.data  # type: ignore[assignment]
+        self.data = data
         self.kinds = kinds
         self.time_scale = time_scale
 
@@ -397,7 +410,7 @@ class _Semantics:
                                  key=True)
 
     def _gates(self) -> None:
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         stages = [s.get("name") for _, s in _items(_section(self.data, "strategy", "stages"))]
         for gi, gate in _items(_section(self.data, "validation", "gates")):
             gpath = ("validation", "gates", gi)
@@ -430,7 +443,7 @@ class _Semantics:
                             self.doc.add(gpath + ("checks", ci), f"check {kind_name!r}: {problem}")
                             break
                 for ref in kind.target_refs if isinstance(params, dict) else ():
-                    value = params.get(ref)
+                    value = _mapping(params).get(ref)
                     if not isinstance(value, str):
                         continue
                     where = gpath + ("checks", ci, kind_name, ref)
@@ -500,7 +513,7 @@ class _Semantics:
                 if isinstance(gname, str) and gname not in gates:
                     self.doc.add(("rollback", "triggers", ti, "verify", gi),
                                  f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         for gi, gate in _items(_section(self.data, "validation", "gates")):
             for ci, check in enumerate(gate.get("checks") or []):
                 if not (isinstance(check, dict) and len(check) == 1):
@@ -515,7 +528,8 @@ class _Semantics:
                 for error in jsonschema.Draft202012Validator(kind.params).iter_errors(merged):
                     self.doc.add(where, f"with these overrides the check's parameters are wrong: {error.message}")
                     break
-                named = gate.get("targets") if isinstance(gate.get("targets"), list) else list(targets)
+                given = gate.get("targets")
+                named: list[Any] = given if isinstance(given, list) else list(targets)
                 for tname in named:
                     target = targets.get(tname) if isinstance(tname, str) else None
                     if kind.param_problem and isinstance(target, dict) and target_kind(target) in kind.judges:
@@ -540,7 +554,7 @@ class _Semantics:
 
     def _monitoring(self) -> None:
         """Each monitoring metric has a source that can sample; alerts and tasks find their metric."""
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         metrics = _items(_section(self.data, "monitoring", "metrics"))
         probes: dict[str, str | None] = {}
         for mi, metric in metrics:
@@ -548,7 +562,7 @@ class _Semantics:
             if not isinstance(name, str):
                 continue
             path = ("monitoring", "metrics", mi)
-            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            source = _mapping(metric.get("source"))
             if "check" in source and "prometheus" in source:
                 self.doc.add(path + ("source",), "a source is a check or a prometheus query, not both")
                 continue
@@ -589,14 +603,14 @@ class _Semantics:
                                    "check kind; give check: KIND")
                 continue
             self._probe_targets(path, task.get("targets"), kind_name, targets, f"task {name!r}")
-            metric = task.get("metric")
-            if isinstance(metric, str) and metric not in probes:
-                self.doc.add(path + ("metric",), f"no monitoring metric named {metric!r}{did_you_mean(metric, probes)}")
+            mname = task.get("metric")
+            if isinstance(mname, str) and mname not in probes:
+                self.doc.add(path + ("metric",), f"no monitoring metric named {mname!r}{did_you_mean(mname, probes)}")
 
     def analytics_source(self, entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(source, check kind) of an analytics metric: given, or from its name (system_metrics,
         KIND_metrics); ``(None, None)`` when neither says."""
-        source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+        source = _mapping(entry.get("source"))
         if source.get("system"):
             return "system", None
         if "sql" in source:
@@ -618,12 +632,12 @@ class _Semantics:
 
     def _analytics(self) -> None:
         """Each analytics source names one thing that exists; each analysis finds its metric."""
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         names = []
         for mi, metric in _items(_section(self.data, "analytics", "metrics")):
             names.append(metric.get("name"))
             path = ("analytics", "metrics", mi, "source")
-            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            source = _mapping(metric.get("source"))
             if len([k for k in ("checks", "system", "sql") if k in source]) > 1:
                 self.doc.add(path, "a source is one of checks, system or sql")
                 continue
@@ -731,7 +745,7 @@ class _Semantics:
         return plan
 
     def _build_analytics(self, plan: Plan) -> None:
-        section = self.data.get("analytics") if isinstance(self.data.get("analytics"), dict) else {}
+        section = _mapping(self.data.get("analytics"))
         plan.history_store = section.get("store")
         for mi, entry in _items(section.get("metrics")):
             source, kind = self.analytics_source(entry)
