@@ -55,7 +55,6 @@ __all__ = ["CONVENTIONS", "DEFAULT_TIMEOUT", "Convention", "PlanError", "load_pl
 #: The budget of a gate, procedure, trigger or workflow that gives none (and whose strategy gate
 #: gives none either).
 DEFAULT_TIMEOUT = 300.0
-STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
 
 
 # -- naming conventions -------------------------------------------------------------------------
