@@ -1,6 +1,6 @@
 """The pytest glue: loading the plan, collection, budgets, verdicts, the summary.
 
-Everything that decides something lives in plain modules (``plan``, ``checks``, ``runstate``);
+Everything that decides something lives in plain modules (``loader``, ``model``, ``checks``, ``runstate``);
 this module only connects them to pytest's hooks. It is imported only when ``--release-plan`` (or
 the ``release_plan`` ini key) names a plan: ``pytest_release.plugin``, the entry point, registers
 the options and calls the functions here from its hooks (so an ordinary pytest run imports
