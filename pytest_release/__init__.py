@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .checks import BUILTIN_KINDS, CheckContext, CheckKind, CheckResult, NotBuilt
-    from .plan import Plan, load_plan
+    from .loader import load_plan
+    from .model import Plan
     from .problems import PlanError, Problem
     from .rollback.actions import StepContext, StepResult
 
@@ -45,8 +46,8 @@ _LAZY = {
     "CheckKind": ".checks",
     "CheckResult": ".checks",
     "NotBuilt": ".checks",
-    "Plan": ".plan",
-    "load_plan": ".plan",
+    "Plan": ".model",
+    "load_plan": ".loader",
     "PlanError": ".problems",
     "Problem": ".problems",
     "StepContext": ".rollback.actions",

@@ -39,7 +39,7 @@ from typing import Any
 from .checks import CheckContext
 from .checks.stores import StoreError, dsn_label, open_store
 from .evidence import HISTORY
-from .plan import AnalyticsMetric, Analysis, Plan
+from .model import AnalyticsMetric, Analysis, Plan
 from .secrets import scrub_value
 from .summary import CheckOutcome, RunSummary
 

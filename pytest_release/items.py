@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
-from .plan import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
+from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
 

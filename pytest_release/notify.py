@@ -47,6 +47,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .model import Receiver
 from .secrets import MASK, redact, redact_value
 from .units import DURATION_SCHEMA, parse_duration
 
@@ -125,18 +126,6 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
          "then": {"properties": {"data": {"required": ["outcome", "banner", "exit_status", "stages", "failed"]}}}},
     ],
 }
-
-
-@dataclass(frozen=True)
-class Receiver:
-    name: str
-    url: str
-    format: str
-    secret: str | None
-    events: tuple[str, ...]
-    timeout: float
-    retries: int
-    line: int = 0
 
 
 # -- the plan -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 #: Where evidence goes without ``--release-evidence-dir`` or ``release.evidence``
-#: (``pytest_release.plan.DEFAULT_EVIDENCE``, written out here so the help text costs no import).
+#: (``pytest_release.model.DEFAULT_EVIDENCE``, written out here so the help text costs no import).
 DEFAULT_EVIDENCE = "evidence/release"
 
 #: The glue module, once a plan is given.

@@ -36,7 +36,7 @@ from .checks import CheckKind
 from .evidence import RECORDS, EvidenceTree, SealError, utc_iso
 from .items import planned_checks
 from .people import history_after_seal
-from .plan import METRIC, MONITOR, Plan
+from .model import METRIC, MONITOR, Plan
 from .runstate import Record, RunState
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict

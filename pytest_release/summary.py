@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import MONITOR, Plan
+from .model import MONITOR, Plan
 from .records import gate_verdict
 from .rollback.runner import RollbackResult
 

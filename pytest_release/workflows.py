@@ -29,7 +29,7 @@ from typing import Any
 
 from .checks import CheckContext, CheckKind, CheckResult
 from .deadline import call_with_deadline
-from .plan import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Step, Workflow
+from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Step, Workflow
 from .problems import Problem
 from .rollback.actions import ACTIONS, StepContext, StepResult
 from .units import format_duration

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import yaml
 
+from .model import Mark
 from .problems import Problem, format_path
 from .secrets import MIN_LENGTH
 
@@ -45,14 +46,6 @@ _PLAIN_TAGS = {
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _ENV_RE = re.compile(r"\$\{(env|var):([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A 1-based position in a file."""
-
-    line: int
-    col: int
 
 
 @dataclass

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_release.checks import BUILTIN_KINDS
-from pytest_release.plan import MAX_INSTANCES, Plan, load_plan
+from pytest_release.loader import load_plan
+from pytest_release.model import MAX_INSTANCES, Plan
 from pytest_release.problems import PlanError
 from pytest_release.units import MAX_DURATION
 

@@ -27,7 +27,7 @@ import pytest
 from .. import notify
 from ..checks import CheckKind
 from ..evidence import EvidenceTree
-from ..plan import Gate, Plan, Trigger
+from ..model import Gate, Plan, Trigger
 from ..secrets import redact
 from .actions import StepContext, StepResult
 from .journal import Journal, Unfinished

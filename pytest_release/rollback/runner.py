@@ -22,7 +22,7 @@ from ..checks.command import on_program_start
 from ..deadline import call_with_deadline
 from ..metrics import metric_kind
 from ..monitoring import MetricRun, Progress
-from ..plan import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure, Step, Trigger
+from ..model import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure, Step, Trigger
 from ..units import format_duration
 from .actions import ACTIONS, StepContext, StepResult
 from .expectations import Expectation, after_rollback
@@ -75,14 +75,14 @@ class RollbackResult:
 
 def select_procedures(plan: Plan, trigger: Trigger, failed_gates: Sequence[str]) -> tuple[list[Procedure], str]:
     """The procedures ``trigger`` runs, in plan order, and why those: the trigger's own list;
-    else those named like the failed gates (``service_validation`` -> ``service_rollback``);
-    else (and for a manual trigger) all of them."""
+    else those for the failed gates (``Procedure.gates``: service_rollback is for
+    service_validation); else (and for a manual trigger) all of them."""
     by_name = {p.name: p for p in plan.procedures}
     if trigger.procedures is not None:
         return [by_name[n] for n in trigger.procedures], f"the {trigger.name} trigger lists them"
     if trigger.name != "manual_trigger":
-        prefixes = {g.split("_")[0] for g in failed_gates}
-        matched = [p for p in plan.procedures if p.name.split("_")[0] in prefixes]
+        failed = set(failed_gates)
+        matched = [p for p in plan.procedures if failed.intersection(p.gates)]
         if matched:
             return matched, f"they match the failed gate(s) {', '.join(failed_gates)}"
         return list(plan.procedures), f"no procedure matches the failed gate(s) {', '.join(failed_gates)}: all run"
@@ -204,7 +204,8 @@ def monitoring_verify_gate(plan: Plan, metrics: Sequence[str], until: float) -> 
     required, budget = plan.strategy_gates.get("monitoring_gate", (True, 0.0))
     longest = max((VERIFY_ROUNDS - 1) * m.interval + min(m.interval, budget or m.interval) for m in known)
     tasks = max((t.timeout for t in plan.tasks), default=0.0)
-    checks = tuple(CheckSpec(MONITOR, {"metric": m.name, "until": until}, "metric", m.mark) for m in known)
+    checks = tuple(CheckSpec(MONITOR, {"metric": m.name, "until": until}, "metric", m.mark, subject=m.name)
+                   for m in known)
     return Gate("monitoring_gate", checks, len(known) * (longest + tasks) + 1.0, required, None, None, known[0].mark)
 
 
@@ -312,8 +313,7 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
         def verify(names: list[str]) -> StepResult:
             if names:
                 return judge([gates_by_name[n] for n in names])
-            prefix = procedure.split("_")[0]
-            own = [g for g in plan.gates if g.name.split("_")[0] == prefix]
+            own = [g for g in plan.gates if g.name in by_name[procedure].gates]
             return judge(own or list(verify_gates))
         return verify
 
