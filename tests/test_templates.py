@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_release import analytics, summary
-from pytest_release.plan import MONITOR, Analysis
+from pytest_release.model import MONITOR, Analysis
 from pytest_release.rollback.actions import StepResult
 from pytest_release.rollback.runner import RollbackResult, StepOutcome
 from pytest_release.yamldoc import Mark
