@@ -30,9 +30,9 @@ from typing import Any
 import urllib3
 
 from ..checks.command import run_program
-from ..checks.health import http_pool
 from ..checks.integrity import parse_manifest, sha256_file
 from ..checks.limits import MAX_OUTPUT_PARAM
+from ..http import http_pool
 from ..units import DURATION_SCHEMA, ENV_SCHEMA, parse_duration
 
 __all__ = ["ACTIONS", "ActionKind", "StepContext", "StepResult"]
