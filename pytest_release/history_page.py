@@ -21,7 +21,7 @@ from typing import Any
 
 from .delivery import DAY, DEFINITIONS, Metrics, RunFacts, compute, weekly
 from .fsutil import atomic_write
-from .summary import _COLOURS, BANNERS
+from .summary import BANNERS, COLOURS
 
 __all__ = ["INDEX", "PERIODS", "build_index", "load_runs", "render", "write_index"]
 
@@ -99,7 +99,7 @@ def fmt_rate(value: float | None) -> str:
 
 
 def colour(verdict: str | None) -> str:
-    return _COLOURS.get(verdict or "", "#6e7781")
+    return COLOURS.get(verdict or "", "#6e7781")
 
 
 def weekly_svg(weeks: Sequence[tuple[float, int, int, int]], width: int = 560, height: int = 160) -> str:

@@ -149,7 +149,7 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
 
 # -- rendering ----------------------------------------------------------------------------------
 
-_COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
+COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
             "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
             "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
             "error": "#cf222e"}
@@ -162,7 +162,7 @@ def _plain(values: Mapping[str, Any]) -> str:
 
 
 def _badge(verdict: str) -> str:
-    colour = _COLOURS.get(verdict, "#6e7781")
+    colour = COLOURS.get(verdict, "#6e7781")
     return (f'<span class="release-verdict" style="color:#fff;background:{colour};border-radius:3px;'
             f'padding:0 6px">{html.escape(verdict.replace("_", " "))}</span>')
 
@@ -170,7 +170,7 @@ def _badge(verdict: str) -> str:
 def render_html(summary: RunSummary, link: Any) -> str:
     """The summary as an HTML fragment for pytest-html; ``link(check)`` gives a check record's URL."""
     esc = html.escape
-    colour = _COLOURS.get(summary.outcome, "#6e7781")
+    colour = COLOURS.get(summary.outcome, "#6e7781")
     parts = [
         '<section id="release-summary" style="margin:1em 0">',
         f'<div id="release-banner" style="background:{colour};color:#fff;font-size:1.6em;font-weight:bold;'
