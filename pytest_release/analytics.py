@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import decimal
 import math
-import sqlite3
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -37,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from .checks import CheckContext
-from .checks.stores import StoreError, dsn_label, open_store
+from .checks.stores import StoreError, open_store
+from .db import PSYCOPG_MISSING, DatabaseError, dsn_label, is_postgres, open_postgres, open_sqlite
 from .evidence import HISTORY
 from .model import AnalyticsMetric, Analysis, Plan
 from .secrets import scrub_value
@@ -78,91 +78,57 @@ class HistoryError(Exception):
     """The history store cannot be opened or written; the message is safe to show."""
 
 
-def is_postgres(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://")) or "dbname=" in location
-
-
 class HistoryStore:
-    """The history store: SQLite or PostgreSQL behind the same few statements."""
+    """The history store: SQLite or PostgreSQL (:mod:`pytest_release.db`) behind the same few
+    statements, written with ``?`` placeholders."""
 
     def __init__(self, location: str, base_dir: Path) -> None:
         self.postgres = is_postgres(location)
-        if self.postgres:
-            self.label = dsn_label(location)
-            try:
-                import psycopg
-            except ImportError:
-                raise HistoryError("psycopg is not installed: pip install 'pytest-release[postgres]'") from None
-            try:
-                self.conn: Any = psycopg.connect(location, connect_timeout=10,
-                                                 options=f"-c statement_timeout={int(BUDGET * 1000)}")
-            except psycopg.Error as exc:
-                raise HistoryError(f"cannot connect to {self.label}: {_first_line(exc, location)}") from None
-        else:
-            path = Path(location) if Path(location).is_absolute() else base_dir / location
-            self.label = str(location)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(path, timeout=BUDGET)
-            except (OSError, sqlite3.Error) as exc:
-                raise HistoryError(f"cannot open {self.label}: {exc}") from None
-        self._location = location
+        try:
+            if self.postgres:
+                self.label = dsn_label(location)
+                self.db = open_postgres(location, connect_timeout=10, statement_timeout=BUDGET)
+            else:
+                path = Path(location) if Path(location).is_absolute() else base_dir / location
+                self.label = str(location)
+                self.db = open_sqlite(path, timeout=BUDGET, label=self.label)
+        except DatabaseError as exc:
+            if str(exc) == PSYCOPG_MISSING:
+                raise HistoryError(PSYCOPG_MISSING) from None
+            verb = "connect to" if self.postgres else "open"
+            raise HistoryError(f"cannot {verb} {self.label}: {exc}") from None
         for statement in _TABLES:
             self.execute(statement)
         self.commit()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """A driver's error as a :class:`HistoryError` (a failed PostgreSQL statement is rolled back)."""
+        """A database's error as a :class:`HistoryError` (a failed statement is rolled back)."""
         try:
             yield
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise HistoryError(f"{self.label}: {exc}") from None
-        except Exception as exc:  # psycopg.Error (an optional module)
-            if not self.postgres or type(exc).__module__.split(".")[0] != "psycopg":
-                raise
-            self.conn.rollback()
-            raise HistoryError(f"{self.label}: {_first_line(exc, self._location)}") from None
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         args = scrub_value(tuple(args))  # the run's secrets never reach the store (nor its file)
         with self._errors():
-            if not self.postgres:
-                return self.conn.execute(sql, tuple(args)).fetchall()
-            with self.conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), tuple(args) or None)
-                return cursor.fetchall() if cursor.description is not None else []
+            return self.db.rows(sql, args)
 
     def delete(self, sql: str, args: Sequence[object] = ()) -> int:
         """Run a DELETE; how many rows it removed."""
         with self._errors():
-            if not self.postgres:
-                return int(self.conn.execute(sql, tuple(args)).rowcount)
-            with self.conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), tuple(args))
-                return int(cursor.rowcount)
+            return self.db.execute(sql, args)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        rows = [scrub_value(tuple(r)) for r in rows]
-        if not rows:
-            return
         with self._errors():
-            if not self.postgres:
-                self.conn.executemany(sql, rows)
-                return
-            with self.conn.cursor() as cursor:
-                cursor.executemany(sql.replace("?", "%s"), rows)
+            self.db.executemany(sql, [scrub_value(tuple(r)) for r in rows])
 
     def commit(self) -> None:
-        self.conn.commit()
+        with self._errors():
+            self.db.commit()
 
     def close(self) -> None:
-        self.conn.close()
-
-
-def _first_line(exc: BaseException, dsn: str) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text.replace(dsn, "<dsn>")
+        self.db.close()
 
 
 # -- samples ------------------------------------------------------------------------------------

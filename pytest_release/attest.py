@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .fsutil import write_new
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -226,9 +228,7 @@ def keygen(directory: Path) -> tuple[Path, Path, str]:
         if path.exists():
             raise FileExistsError(f"{path} exists already; keygen never replaces a key")
     for path, data, mode in ((paths[0], private, 0o600), (paths[1], public, 0o644)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_new(path, data, mode=mode)
         os.chmod(path, mode)  # whatever the umask
     return paths[0], paths[1], _keyid(key.public_key())
 

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import secrets as _random
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -49,6 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .fsutil import atomic_write, open_new_append, truncate_to, write_new
+from .fsutil import write_all as append_all
 from .records import RECORDS
 from .secrets import scrub_bytes
 
@@ -152,65 +153,15 @@ def describe_os_error(exc: OSError, root: Path | None = None) -> str:
 
 
 def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
-    """Write via a temporary file and a rename: a reader sees no file or the whole file.
-    ``sync`` also forces it to disk (the manifest and LATEST; ``seal`` syncs the records first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Replace ``path``'s content atomically (mode 0600); ``sync`` also forces it to disk (the
+    manifest and LATEST; ``seal`` syncs the records first). See :func:`.fsutil.atomic_write`."""
+    atomic_write(path, data, sync=sync, mode=0o600)
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Write a file that must not exist yet, atomically and race-free: the data goes to a
-    temporary file, which is then hard-linked to its name (``link`` fails if the name exists, so
-    nothing is ever replaced, and a reader sees no file or the whole file)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                raise FileExistsError(path) from None
-            os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def open_new_append(path: Path) -> int:
-    """A file descriptor to append to ``path``, which must not exist yet (``FileExistsError``)."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-
-
-def append_all(fd: int, data: bytes) -> None:
-    """Append ``data`` whole (one ``write`` for a line of any usual size)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def truncate_to(fd: int, size: int) -> None:
-    """Cut an appended file back to ``size`` bytes (a line that was written in part); best effort."""
-    try:
-        os.ftruncate(fd, size)
-    except OSError:
-        pass
+    """Write a file that must not exist yet, atomically and race-free (``FileExistsError`` if it
+    does; nothing is ever replaced). See :func:`.fsutil.write_new`."""
+    write_new(path, data)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .delivery import DAY, DEFINITIONS, Metrics, RunFacts, compute, weekly
+from .fsutil import atomic_write
 from .summary import BANNERS, colour
 
 __all__ = ["INDEX", "PERIODS", "build_index", "load_runs", "render", "write_index"]
@@ -218,7 +219,5 @@ def write_index(root: Path, now: float | None = None) -> Path:
     """Write ``root/index.html`` atomically (a reader sees the old page or the new one)."""
     text = build_index(root, now)
     path = root / INDEX
-    temp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    temp.write_text(text, "utf-8")
-    os.replace(temp, path)
+    atomic_write(path, text.encode("utf-8"))
     return path
