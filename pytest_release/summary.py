@@ -15,7 +15,7 @@ from .plan import MONITOR, Plan
 from .records import gate_verdict
 from .rollback.runner import RollbackResult
 
-__all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "summarize"]
+__all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "badge", "summarize"]
 
 BANNERS = {
     "released": "RELEASED",
@@ -49,6 +49,8 @@ class CheckOutcome:
     end: float = 0.0
     worker: str = "main"
     record: str | None = None  # the check record's path in the evidence tree
+    #: Skipped because an earlier stage failed or never finished (the schedule said so).
+    blocked: bool = False
 
     @property
     def duration(self) -> float:
@@ -137,7 +139,7 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
     if selected is not None and name not in selected:
         return StageSummary(name, "not_selected", "not selected with --release-stage", gates)
     checks = [c for g in gates for c in g.checks]
-    blocked = [c for c in checks if c.verdict == "skipped" and " not run: " in c.message]
+    blocked = [c for c in checks if c.verdict == "skipped" and c.blocked]
     if any(g.verdict == "failed" for g in gates):
         return StageSummary(name, "failed", "a required gate failed", gates)
     if checks and len(blocked) == len(checks):
@@ -150,7 +152,7 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
 # -- rendering ----------------------------------------------------------------------------------
 
 _COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
-            "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
+            "warning": "#9a6700", "warned": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
             "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
             "error": "#cf222e"}
 
@@ -161,7 +163,7 @@ def _plain(values: Mapping[str, Any]) -> str:
                      if not isinstance(v, list)) or "-"
 
 
-def _badge(verdict: str) -> str:
+def badge(verdict: str) -> str:
     colour = _COLOURS.get(verdict, "#6e7781")
     return (f'<span class="release-verdict" style="color:#fff;background:{colour};border-radius:3px;'
             f'padding:0 6px">{html.escape(verdict.replace("_", " "))}</span>')
@@ -181,11 +183,11 @@ def render_html(summary: RunSummary, link: Any) -> str:
     ]
     for stage in summary.stages:
         parts.append(f"<tr style='border-top:1px solid #ccc'><td><b>{esc(stage.name)}</b></td><td></td>"
-                     f"<td>{_badge(stage.verdict)}</td><td></td><td>{esc(stage.reason)}</td></tr>")
+                     f"<td>{badge(stage.verdict)}</td><td></td><td>{esc(stage.reason)}</td></tr>")
         for gate in stage.gates:
             counts = ", ".join(f"{n} {v}" for v, n in sorted(gate.counts().items()))
             required = "" if gate.required else " (not required)"
-            parts.append(f"<tr><td></td><td>{esc(gate.name)}{required}</td><td>{_badge(gate.verdict)}</td>"
+            parts.append(f"<tr><td></td><td>{esc(gate.name)}{required}</td><td>{badge(gate.verdict)}</td>"
                          f"<td align=right>{gate.duration:.2f}s</td><td>{esc(counts)}</td></tr>")
     parts.append("</table>")
     if summary.rollback is not None:
@@ -197,7 +199,7 @@ def render_html(summary: RunSummary, link: Any) -> str:
                   "<th align=right>duration</th><th align=left>summary</th></tr>"]
         for step in rollback.steps:
             parts.append(f"<tr style='border-top:1px solid #ccc'><td>{esc(step.key)}</td>"
-                         f"<td>{esc(step.action or '-')}</td><td>{_badge(step.verdict)}</td>"
+                         f"<td>{esc(step.action or '-')}</td><td>{badge(step.verdict)}</td>"
                          f"<td align=right>{step.end - step.start:.2f}s</td><td>{esc(step.result.summary)}</td></tr>")
         parts.append("</table>")
     charts = [c for st in summary.stages for g in st.gates for c in g.checks
@@ -209,7 +211,7 @@ def render_html(summary: RunSummary, link: Any) -> str:
             parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>"
                          f"{latency_svg(check.measured['latency_histogram'])}"
                          f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
-                         f"{esc(figures)} {_badge(check.verdict)}</figcaption></figure>")
+                         f"{esc(figures)} {badge(check.verdict)}</figcaption></figure>")
         parts.append("</div>")
     windows = [c for st in summary.stages for g in st.gates for c in g.checks
                if c.kind == MONITOR and c.measured.get("samples_detail")]
@@ -223,7 +225,7 @@ def render_html(summary: RunSummary, link: Any) -> str:
                                 [float(a["at_s"]) for a in fired])
             parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>{chart}"
                          f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
-                         f"{esc(check.summary)} {_badge(check.verdict)}"
+                         f"{esc(check.summary)} {badge(check.verdict)}"
                          f"{'<br>' + esc(alerts) if alerts else ''}</figcaption></figure>")
         parts.append("</div>")
     attention = summary.attention()
@@ -236,7 +238,7 @@ def render_html(summary: RunSummary, link: Any) -> str:
             url = link(check)
             name = f"{check.stage}::{check.gate}::{check.name}"
             cell = f'<a href="{esc(url)}">{esc(name)}</a>' if url else esc(name)
-            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{cell}</td><td>{_badge(check.verdict)}</td>"
+            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{cell}</td><td>{badge(check.verdict)}</td>"
                          f"<td>{esc(_plain(check.measured))}</td><td>{esc(_plain(check.expected))}</td>"
                          f"<td>{esc(check.summary)}</td></tr>")
         parts.append("</table>")
