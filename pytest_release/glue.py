@@ -482,7 +482,7 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
     recorder = config.pluginmanager.get_plugin(RECORDER)
     rollback = recorder.rollback if recorder is not None else None
-    if rollback is not None:
+    if recorder is not None and rollback is not None:
         resumed = f" (resumed the rollback of run {rollback.resumed_from})" if rollback.resumed_from else ""
         if rollback.outcome == "rolled_back":
             asked = " (as asked: exit 0)" if rollback.trigger == "manual_trigger" else ""

@@ -389,8 +389,9 @@ class Recorder:
             return result
         self._report_end(summary)
         history = history_after_seal(self.tree.root)  # EVIDENCE/index.html, every sealed run
-        if self.config.pluginmanager.get_plugin("terminalreporter") is not None:
-            self.config.pluginmanager.get_plugin("terminalreporter").write_line(history)
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(history)
         session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
         return result
 

@@ -442,7 +442,7 @@ def test_custom_check_from_conftest_is_validated_collected_run_and_reported(
     pytester.makeconftest(CUSTOM_CHECK)
     write_plan(plan_with("- name: words\n  checks:\n    - wordlen: {word: release, max_len: 3}\n"
                          "    - wordlen: {word: ok, max_len: 3}\n"))
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-m", "wordlen")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-m", "release_check_wordlen")
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "*::pre_release::words::wordlen FAILED*",
