@@ -1,7 +1,9 @@
-"""The pytest glue: loading the plan, collection, budgets, verdicts, the summary.
+"""The pytest glue: loading the plan, collection, and translating decisions into pytest calls.
 
-Everything that decides something lives in plain modules (``loader``, ``model``, ``checks``, ``runstate``);
-this module only connects them to pytest's hooks. It is imported only when ``--release-plan`` (or
+Everything that decides something lives in plain modules: what the plan says (``plan``), what a
+check measured (``checks``), what an item must do when its turn comes (``schedule``: blocked and
+why, its deadline, fan-out, its monitoring window) and what it came to (``result``); this module
+only connects them to pytest's hooks. It is imported only when ``--release-plan`` (or
 the ``release_plan`` ini key) names a plan: ``pytest_release.plugin``, the entry point, registers
 the options and calls the functions here from its hooks (so an ordinary pytest run imports
 nothing of the plan loader, the checks or their libraries).
@@ -15,7 +17,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,11 @@ import pytest
 
 from . import __version__, ci
 from .checks import BUILTIN_KINDS, CheckKind
-from .fanout import Fanout
-from .items import BLOCKED, DEADLINE, EARLY, GRACE, CheckItem, PlanFile
+from .items import BLOCKED, DEADLINE, EARLY, GRACE, RESULT, CheckItem, PlanFile, check_marker, gate_marker, \
+    stage_marker
 from .evidence import EvidenceTree, new_run_id
-from .metrics import metric_budget, metric_kind
-from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
+from .metrics import metric_kind
+from .monitoring import GateWindow, Monitoring, monitor_kind
 from .loader import load_plan
 from .model import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger
 from .people import People
@@ -37,10 +39,11 @@ from .redaction import install as install_redaction, plan_variables
 from .rollback.controller import RollbackController, hook_caller
 from .rollback.journal import find_unfinished
 from .rollback.runner import readiness_kind
-from .runstate import Record, RunState
+from .result import ATTRIBUTE, ItemResult, Verdict, result_of
+from .runstate import RunState
+from .schedule import Schedule
 from .secrets import redact
 from .summary import summarize
-from .units import format_duration
 from .workflows import WorkflowRun, select_workflow, workflow_step_kind
 
 STATE_KEY = "pytest_release_state_dir"
@@ -75,15 +78,10 @@ class Run:
     state: RunState
     owns_state: bool
     items: list[CheckItem]
-    #: Why no check of this run runs (a manual rollback, or resuming an interrupted one).
-    skip_all: str = ""
-    fanout: Fanout = field(default_factory=Fanout)
-    #: The selected items of the stages before each stage (by stage index), worked out once.
-    earlier: dict[int, list[CheckItem]] = field(default_factory=dict)
+    #: What each item must do when its turn comes (the run-time policy).
+    schedule: Schedule
     monitoring: Monitoring | None = None
     workflow: WorkflowRun | None = None
-    #: When the workflow's timeout is up (monotonic), for a run of --release-workflow.
-    workflow_deadline: float | None = None
 
 
 RUN = pytest.StashKey[Run]()
@@ -193,17 +191,22 @@ def configure(config: pytest.Config) -> None:
     kinds[READINESS] = readiness_kind(plan, hook_caller(config))
     kinds[METRIC] = metric_kind(plan, kinds)
     kinds[WORKFLOW_STEP] = workflow_step_kind(plan, hook_caller(config))
+    # Markers from plan names carry a prefix (release_stage_, release_gate_, release_check_), so that
+    # they never collide with a project's own markers.
     for stage in plan.stages:
-        config.addinivalue_line("markers", f"{stage.name}: checks of release stage {stage.name}")
+        config.addinivalue_line("markers", f"{stage_marker(stage.name)}: checks of release stage {stage.name}")
     for gate in plan.gates:
-        config.addinivalue_line("markers", f"{gate.name}: checks of validation gate {gate.name}")
+        config.addinivalue_line("markers", f"{gate_marker(gate.name)}: checks of validation gate {gate.name}")
     for gate in {g.name: g for g in plan.workflow_gates.values()}.values():
-        config.addinivalue_line("markers", f"{gate.name}: action steps of workflow {gate.name}")
-    config.addinivalue_line("markers", "rollback_gate: rollback readiness checks (strategy gate rollback_gate)")
-    config.addinivalue_line("markers", "monitoring_gate: monitoring metrics (strategy gate monitoring_gate)")
-    config.addinivalue_line("markers", f"{MONITOR}: a monitoring metric sampled across a monitoring window")
+        config.addinivalue_line("markers", f"{gate_marker(gate.name)}: action steps of workflow {gate.name}")
+    config.addinivalue_line("markers", f"{gate_marker('rollback_gate')}: rollback readiness checks "
+                                       "(strategy gate rollback_gate)")
+    config.addinivalue_line("markers", f"{gate_marker('monitoring_gate')}: monitoring metrics "
+                                       "(strategy gate monitoring_gate)")
+    config.addinivalue_line("markers", f"{check_marker(MONITOR)}: a monitoring metric sampled across a "
+                                       "monitoring window")
     for kind in kinds.values():
-        config.addinivalue_line("markers", f"{kind.name}: {kind.description}")
+        config.addinivalue_line("markers", f"{check_marker(kind.name)}: {kind.description}")
 
     worker_input = getattr(config, "workerinput", None)
     skip_all = ""
@@ -222,10 +225,10 @@ def configure(config: pytest.Config) -> None:
                 raise
     monitoring = Monitoring(plan, kinds, state)
     kinds[MONITOR] = monitor_kind(monitoring)
-    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], skip_all, monitoring=monitoring,
+    schedule = Schedule(plan, state, skip_all=skip_all,
+                        workflow=(workflow.workflow.name, workflow.workflow.timeout) if workflow else None)
+    config.stash[RUN] = Run(settings, plan, kinds, state, owns, [], schedule, monitoring=monitoring,
                             workflow=workflow)
-    if workflow is not None:
-        config.stash[RUN].workflow_deadline = time.monotonic() + workflow.workflow.timeout
     # The plan is what this run is about: without explicit paths, collect only the plan.
     plan_arg = str(settings.plan)
     if config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -301,7 +304,7 @@ def configure_node(node: Any) -> None:
     session = node.config.stash.get(RUN, None)
     if session is not None:
         node.workerinput[STATE_KEY] = str(session.state.directory)
-        node.workerinput[SKIP_KEY] = session.skip_all
+        node.workerinput[SKIP_KEY] = session.schedule.skip_all
 
 
 def unconfigure(config: pytest.Config) -> None:
@@ -327,6 +330,7 @@ def collection_finish(session: pytest.Session) -> None:
     release = session.config.stash.get(RUN, None)
     if release is not None:
         release.items = [i for i in session.items if isinstance(i, CheckItem)]
+        release.schedule.collected(release.items)
 
 
 def report_header(config: pytest.Config) -> list[str] | None:
@@ -350,79 +354,29 @@ def report_header(config: pytest.Config) -> list[str] | None:
 # -- running a check ----------------------------------------------------------------------------
 
 
-def _blocked_reason(release: Run, item: CheckItem) -> str | None:
-    """Why ``item`` must not run: a required gate of an earlier stage failed (or never finished)."""
-    earlier = release.earlier.get(item.stage.index)
-    if earlier is None:
-        earlier = release.earlier[item.stage.index] = [i for i in release.items if i.stage.index < item.stage.index]
-    if not earlier:
-        return None
-    # Under xdist: how long the earlier stages can take at most (their budgets, metric and
-    # monitoring windows).
-    budgets = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values())
-    windows = sum(m.window for m in release.plan.metrics.values()) + window_budget(release.plan)
-    max_wait = (budgets + windows) * len(release.plan.stages)
-    failure, pending = release.state.earlier_failure(item.stage.name, [i.nodeid for i in earlier], max_wait)
-    if failure is not None:
-        return (f"stage {item.stage.name} not run: required gate {failure.stage}::{failure.gate} failed "
-                f"({failure.nodeid.rpartition('::')[2]}: {failure.summary})")
-    if pending:
-        return (f"stage {item.stage.name} not run: {len(pending)} check(s) of earlier stages never finished "
-                f"(first: {pending[0]})")
-    return None
-
-
 def before_protocol(item: pytest.Item) -> None:
-    """Before a check's run protocol (setup, call, teardown): why it must not run, its deadline,
-    its pytest-timeout marker, and the checks of its gate started at once (see fanout)."""
+    """Before a check's run protocol (setup, call, teardown): the schedule decides; here its
+    answer becomes pytest's: a skip in setup, the deadline, a pytest-timeout marker, the live
+    line of a monitoring window."""
     release = item.config.stash.get(RUN, None)
-    if release is not None and isinstance(item, CheckItem):
-        reason = release.skip_all or _blocked_reason(release, item) or _out_of_time(release)
-        if reason:
-            item.stash[BLOCKED] = redact(reason, release.plan.secrets)
-        if item.spec.kind == METRIC:  # a metric has its own budget: its window, then a round of checks
-            deadline = time.monotonic() + metric_budget(release.plan, item.spec.params, item.gate.timeout)
-        elif item.spec.kind == MONITOR:
-            deadline = time.monotonic() + window_budget(release.plan)
-            if not reason:
-                _open_window(release, item)
-        else:
-            deadline = release.state.deadline(item.stage.name, item.gate.name, item.gate.timeout)
-        if release.workflow_deadline is not None:
-            deadline = min(deadline, release.workflow_deadline)
-        item.stash[DEADLINE] = deadline
-        unready = None if reason else _not_ready(release, item)
-        if not reason and unready is None and not release.state.wait_for_others:
-            _fan_out(release, item, deadline)
-        early = unready or release.fanout.take(item.nodeid)
-        if early is not None:
-            item.stash[EARLY] = early  # its runtest waits for it within the deadline
-        elif hasattr(signal, "SIGALRM"):
-            left = max(deadline - time.monotonic(), 0.0)
-            item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
-
-
-def _out_of_time(release: Run) -> str | None:
-    if release.workflow_deadline is None or time.monotonic() < release.workflow_deadline:
-        return None
-    flow = release.workflow.workflow  # type: ignore[union-attr]
-    return f"not run: the {format_duration(flow.timeout)} timeout of workflow {flow.name} was used up"
-
-
-def _open_window(release: Run, item: CheckItem) -> None:
-    """The first monitoring item of a stage opens its window and, in a terminal, shows its progress
-    until the window closes (this runs before the item's setup, outside capture). Once a required
-    gate of a deployed stage has failed, the rollback is due: no window delays it."""
-    # (A failed metric of the window itself says nothing: its siblings take their results.)
-    failed = release.state.failed_in(item.stage.name, but=item.gate.name) if item.stage.deployed else None
-    if failed is not None:
-        item.stash[BLOCKED] = (f"monitoring window of stage {item.stage.name} not opened: required gate "
-                               f"{failed.stage}::{failed.gate} failed ({failed.summary})")
+    if release is None or not isinstance(item, CheckItem):
         return
-    assert release.monitoring is not None
-    window = release.monitoring.open(item.stage.name)
-    if window is not None and not hasattr(item.config, "workerinput"):
-        _watch(item.config, window, item.gate_id)
+    decision = release.schedule.decide(item)
+    if decision.blocked is not None:
+        item.stash[BLOCKED] = decision.blocked
+    item.stash[DEADLINE] = decision.deadline
+    if decision.opens_window:
+        # The first monitoring item of a stage opens its window and, in a terminal, shows its
+        # progress until the window closes (this runs before the item's setup, outside capture).
+        assert release.monitoring is not None
+        window = release.monitoring.open(item.stage.name)
+        if window is not None and not hasattr(item.config, "workerinput"):
+            _watch(item.config, window, item.gate_id)
+    if decision.early is not None:
+        item.stash[EARLY] = decision.early  # its runtest waits for it within the deadline
+    elif hasattr(signal, "SIGALRM"):
+        left = max(decision.deadline - time.monotonic(), 0.0)
+        item.add_marker(pytest.mark.timeout(round(left + GRACE, 2), method="signal"))
 
 
 def _watch(config: pytest.Config, window: GateWindow, gate_id: str) -> None:
@@ -456,61 +410,36 @@ def _watch(config: pytest.Config, window: GateWindow, gate_id: str) -> None:
     show(final=True)
 
 
-def _not_ready(release: Run, item: CheckItem) -> Any:
-    """A failed readiness check of the item's gate holds back its other checks (see fanout)."""
-    if item.spec.ready or not any(c.ready for c in item.gate.checks):
-        return None
-    return release.fanout.not_ready(item.gate_id, lambda: [i.nodeid for i in release.items if i.stage is item.stage
-                                                           and i.gate is item.gate and i.spec.ready],
-                                    release.state, item.gate.timeout)
-
-
-def _fan_out(release: Run, item: CheckItem, deadline: float) -> None:
-    """On the gate's first item after its readiness checks, start the checks of all its target
-    items at once (see fanout)."""
-    if not item.kind.judges or item.gate.concurrency <= 1 or item.kind.run is None or item.spec.ready:
-        return
-    if release.fanout.started((item.stage.name, item.gate.name)):
-        return
-    same = [i for i in release.items if i.stage is item.stage and i.gate is item.gate and i.kind.judges
-            and i.kind.run is not None and not i.spec.ready]
-    if len(same) < 2:
-        return
-    for other in same:
-        other.stash[DEADLINE] = deadline
-    release.fanout.start((item.stage.name, item.gate.name), [(i.nodeid, i.check) for i in same],
-                         item.gate.concurrency)
-
-
-VERDICT = pytest.StashKey[str]()
-
-
 def make_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> pytest.TestReport:
-    """A check's report as pytest made it, turned into its verdict (a warning, a skip at its plan
-    line) and, after teardown, recorded in the run's shared state."""
+    """A check's report as pytest made it, with its verdict and its structured result (see
+    :mod:`pytest_release.result`); after teardown the verdict goes to the schedule.
+
+    A failed check of a gate with ``required: false`` is a warning: the report's outcome is
+    ``passed`` (pytest's exit code, ``-x`` and ``--lf`` leave it alone) and it says what it is
+    everywhere: status ``W``/``WARNED`` in the terminal (see :func:`report_teststatus`),
+    ``release_verdict=warning`` in JUnit XML, a badge in the HTML report. It is no xfail and no skip."""
     if not isinstance(item, CheckItem):
         return report
     release = item.config.stash[RUN]
-    verdict = item.stash.get(VERDICT, "passed")
+    result = item.stash[RESULT]
     if report.failed and not item.gate.required:
-        # A gate with required: false warns: shown everywhere, never in the exit code.
-        report.outcome = "skipped"
-        report.wasxfail = f"warning (gate {item.gate_id} is not required): {_first_line(report)}"
-        verdict = "warning"
+        report.outcome = "passed"
+        result.verdict = Verdict.WARNING
     elif report.failed:
-        verdict = "failed"
-    elif report.skipped and verdict == "passed":
-        verdict = "skipped"
+        result.verdict = Verdict.FAILED
+    elif report.skipped and result.verdict == Verdict.PASSED:
+        result.verdict = Verdict.SKIPPED
         if isinstance(report.longrepr, tuple):
             # A skip speaks of the plan line of the check, not of the plugin's code.
             path, line, _ = item.reportinfo()
             report.longrepr = (item.plan.display, (line or 0) + 1, report.longrepr[2])
-    item.stash[VERDICT] = verdict
+    if result.verdict in (Verdict.FAILED, Verdict.WARNING) and not result.summary:
+        result.summary = redact(_first_line(report), item.plan.secrets)
+    setattr(report, ATTRIBUTE, result.as_dict())
     report.user_properties = [p for p in report.user_properties if p[0] != "release_verdict"]
-    report.user_properties.append(("release_verdict", verdict))
+    report.user_properties.append(("release_verdict", result.verdict.value))
     if call.when == "teardown":
-        release.state.record(Record(item.nodeid, item.stage.name, item.gate.name, verdict,
-                                    _summary(item, report)))
+        release.schedule.finished(item.nodeid, item, result.verdict, result.summary or "see the report")
     return report
 
 
@@ -519,16 +448,13 @@ def _first_line(report: pytest.TestReport) -> str:
     return text.splitlines()[0] if text else "failed"
 
 
-def _summary(item: CheckItem, report: pytest.TestReport) -> str:
-    for name, value in item.user_properties:
-        if name == "summary":
-            return str(value)
-    return "see the report"
-
-
 def report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    if getattr(report, "wasxfail", "").startswith("warning (gate "):
-        return "warned", "W", "WARNING"
+    """A warning is counted and shown as what it is: ``W`` / ``WARNED``, "N warned" in the summary line."""
+    if report.when != "call":
+        return None
+    result = result_of(report)
+    if result is not None and result.verdict == Verdict.WARNING:
+        return "warned", "W", "WARNED"
     return None
 
 
@@ -538,14 +464,17 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         return
     tr = terminalreporter
     plan = release.plan
-    warned = tr.stats.get("warned", [])
-    failed = [r for r in tr.stats.get("failed", []) if _prop(r, "release_stage")]
-    skipped = [r for r in tr.stats.get("skipped", []) if _prop(r, "release_stage")]
-    not_checked = [r for r in skipped if _skip_reason(r).startswith("not checked")]
-    blocked = [r for r in skipped if " not run: " in _skip_reason(r)]
+    warned = _results(tr.stats.get("warned", []))
+    failed = _results(tr.stats.get("failed", []))
+    skipped = _results(tr.stats.get("skipped", []))
+    not_checked = [(r, res) for r, res in skipped if res.not_checked]
+    stages_blocked: dict[str, str] = {}  # one line per stage: why it was skipped
+    for _, res in skipped:
+        if res.blocked is not None and res.blocked.blocks_stage:
+            stages_blocked.setdefault(res.stage, res.blocked.reason)
     tr.section("pytest-release", sep="=")
     if failed:
-        gates = sorted({f"{_prop(r, 'release_stage')}::{_prop(r, 'release_gate')}" for r in failed})
+        gates = sorted({res.gate_id for _, res in failed})
         tr.write_line(f"{plan.title}: required gate(s) failed: {', '.join(gates)}", red=True,
                       bold=True)
     elif tr.stats.get("error"):
@@ -554,7 +483,7 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
     recorder = config.pluginmanager.get_plugin(RECORDER)
     rollback = recorder.rollback if recorder is not None else None
-    if rollback is not None and recorder is not None:
+    if recorder is not None and rollback is not None:
         resumed = f" (resumed the rollback of run {rollback.resumed_from})" if rollback.resumed_from else ""
         if rollback.outcome == "rolled_back":
             asked = " (as asked: exit 0)" if rollback.trigger == "manual_trigger" else ""
@@ -588,19 +517,16 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
                 tr.write_line(redact(f"analytics: metric {metric.error}", plan.secrets), yellow=True)
         for analysis in analytics.analyses:
             tr.write_line(redact(f"analytics: {analysis.line()}", plan.secrets), yellow=analysis.verdict != "steady")
-    for report in failed:
-        tr.write_line(f"FAILED   {_shown(plan, report)}: {_prop(report, 'summary') or _first_line(report)}")
-    for report in warned:
-        tr.write_line(f"WARNING  {_shown(plan, report)}: {report.wasxfail}", yellow=True)
-    stages_blocked: dict[str, str] = {}
-    for report in blocked:
-        stages_blocked.setdefault(_prop(report, "release_stage"), _skip_reason(report))
+    for report, result in failed:
+        tr.write_line(f"FAILED   {_shown(plan, report)}: {result.summary or _first_line(report)}")
+    for report, result in warned:
+        tr.write_line(f"WARNING  {_shown(plan, report)}: {result.warning_line(_first_line(report))}", yellow=True)
     for reason in stages_blocked.values():
         tr.write_line(f"SKIPPED  {reason}", yellow=True)
     if not_checked:
         tr.write_line(f"NOT CHECKED ({len(not_checked)} item(s); they did not count towards any gate):",
                       yellow=True)
-        for reason, count in _count(_skip_reason(r) for r in not_checked):
+        for reason, count in _count(res.not_checked for _, res in not_checked):
             tr.write_line(f"  {count} x {reason}")
     if plan.not_acted_on:
         tr.write_line("NOT ACTED ON by this version (validated only):", yellow=True)
@@ -618,18 +544,9 @@ def _shown(plan: Plan, report: pytest.TestReport) -> str:
     return f"{plan.display}::{report.nodeid.partition('::')[2]}"
 
 
-def _prop(report: pytest.TestReport, name: str) -> str:
-    for key, value in report.user_properties:
-        if key == name:
-            return str(value)
-    return ""
-
-
-def _skip_reason(report: pytest.TestReport) -> str:
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2]).removeprefix("Skipped: ")
-    return str(longrepr)
+def _results(reports: list[Any]) -> list[tuple[pytest.TestReport, ItemResult]]:
+    """The reports of release checks among ``reports``, each with its result."""
+    return [(r, res) for r in reports if (res := result_of(r)) is not None]
 
 
 def _count(values: Iterator[str]) -> list[tuple[str, int]]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,13 +21,38 @@ if TYPE_CHECKING:
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
 from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
+from .result import Blocked, ItemResult, Verdict
 from .secrets import redact, redact_value
 from .units import format_duration
 
-__all__ = ["CheckFailed", "CheckItem", "PlanFile", "check_properties", "gate_checks", "planned_checks"]
+__all__ = ["CheckFailed", "CheckItem", "PlanFile", "check_marker", "check_properties", "gate_checks",
+           "gate_marker", "item_result", "planned_checks", "stage_marker"]
+
+#: Markers made from plan names carry a prefix, so that they never collide with a project's own
+#: markers: ``-m "release_stage_post_release and release_check_health"``.
+MARKER_PREFIX = "release_"
+
+
+def stage_marker(name: str) -> str:
+    """The marker of the checks of release stage ``name``: ``release_stage_<name>``."""
+    return f"{MARKER_PREFIX}stage_{name}"
+
+
+def gate_marker(name: str) -> str:
+    """The marker of the checks of gate ``name`` (validation, strategy or workflow gate): ``release_gate_<name>``."""
+    return f"{MARKER_PREFIX}gate_{name}"
+
+
+def check_marker(kind: str) -> str:
+    """The marker of the checks of check kind ``kind``: ``release_check_<kind>``."""
+    return f"{MARKER_PREFIX}check_{kind}"
+
 
 DEADLINE = pytest.StashKey[float]()
-BLOCKED = pytest.StashKey[str]()
+#: Why the schedule does not run this item (the item skips in its setup).
+BLOCKED = pytest.StashKey[Blocked]()
+#: The item's result so far: what its reports carry (see :mod:`pytest_release.result`).
+RESULT = pytest.StashKey[ItemResult]()
 #: The future of this item's check when its gate's checks were started together (fan-out).
 EARLY: pytest.StashKey[Future[CheckResult]] = pytest.StashKey()
 #: Added to the budget left before a check is stopped: the check's own socket and subprocess
@@ -45,8 +69,9 @@ class OutOfTime(Exception):
     """A check started early (fan-out) did not finish within its gate's budget."""
 
 
-class CheckFailed(Exception):
-    """A check's verdict was "failed"; carries the :class:`CheckResult`."""
+class CheckFailed(AssertionError):
+    """A check's verdict was "failed"; carries the :class:`CheckResult`. An ``AssertionError``, so
+    every reporter counts it as a test failure (allure-pytest: "failed", not "broken")."""
 
     def __init__(self, result: CheckResult) -> None:
         super().__init__(result.summary)
@@ -72,7 +97,7 @@ class StageNode(pytest.Collector):
     def __init__(self, *, stage: Stage, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stage = stage
-        self.add_marker(stage.name)
+        self.add_marker(stage_marker(stage.name))
 
     def collect(self) -> Iterator[GateNode]:
         plan_file = self.parent
@@ -90,7 +115,7 @@ class GateNode(pytest.Collector):
     def __init__(self, *, gate: Gate, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gate = gate
-        self.add_marker(gate.name)
+        self.add_marker(gate_marker(gate.name))
 
     def collect(self) -> Iterator[CheckItem]:
         stage_node = self.parent
@@ -122,25 +147,28 @@ class CheckItem(pytest.Item):
         self.spec = spec
         self.kind = kind
         self.target = target
-        self.add_marker(spec.kind)
+        self.add_marker(check_marker(spec.kind))
         self.user_properties.extend(check_properties(plan, stage, gate, spec, target))
+        self.stash[RESULT] = item_result(plan, stage, gate, spec, target)
 
     @property
     def gate_id(self) -> str:
         return f"{self.stage.name}::{self.gate.name}"
 
     def setup(self) -> None:
-        reason = self.stash.get(BLOCKED, None)
-        if reason:
-            pytest.skip(reason)
+        blocked = self.stash.get(BLOCKED, None)
+        if blocked is not None:
+            self.stash[RESULT].blocked = blocked
+            pytest.skip(blocked.reason)
 
-    def check(self) -> CheckResult:
-        """Run this item's check (in this thread, or on the fan-out pool started for its gate)."""
+    def check(self, deadline: float | None = None) -> CheckResult:
+        """Run this item's check (in this thread, or on the fan-out pool started for its gate,
+        which gives the gate's ``deadline``)."""
         if self.kind.run is None:
             raise NotBuilt(f"check kind {self.spec.kind!r} is not run by this version of pytest-release")
         ctx = CheckContext(kind=self.spec.kind, params=self.spec.params, target=self.target,
                            base_dir=self.plan.base_dir, gate=self.gate_id, budget=self.gate.timeout,
-                           deadline=self.stash[DEADLINE], targets=self.plan.targets)
+                           deadline=self.stash[DEADLINE] if deadline is None else deadline, targets=self.plan.targets)
         started = time.time()
         try:
             return self.kind.run(ctx)
@@ -160,19 +188,27 @@ class CheckItem(pytest.Item):
                 except FutureTimeout:
                     raise OutOfTime() from None
         except NotBuilt as exc:
-            pytest.skip(f"not checked: {redact(str(exc), self.plan.secrets)}")
+            reason = f"not checked: {redact(str(exc), self.plan.secrets)}"
+            self.stash[RESULT].not_checked = reason
+            pytest.skip(reason)
         secrets = self.plan.secrets
         result.summary = one_line(result.summary)
         measured = dict(result.measured)
         if len(result.details) > SHOWN_LINES and "details" not in measured:
             measured["details"] = result.details  # the terminal shows an excerpt; the record all of them
+        own = self.stash[RESULT]
         ran = self.stash.get(RAN, None)
         if early is not None and ran is not None:  # the recorder times the record by these
-            self.user_properties.extend([("check_start", repr(ran[0])), ("check_end", repr(ran[1]))])
+            own.ran = ran
+        # JSON-safe copies (a measured value may be any object a custom check returns)
+        own.measured = json.loads(json.dumps(redact_value(measured, secrets), default=str))
+        own.expected = json.loads(json.dumps(redact_value(result.expected, secrets), default=str))
+        own.summary = redact(result.summary, secrets)
+        # the same, flat, for JUnit XML and other readers of user properties (never read back)
         self.user_properties.extend([
-            ("measured", json.dumps(redact_value(measured, secrets), sort_keys=True, default=str)),
-            ("expected", json.dumps(redact_value(result.expected, secrets), sort_keys=True, default=str)),
-            ("summary", redact(result.summary, secrets)),
+            ("measured", json.dumps(own.measured, sort_keys=True)),
+            ("expected", json.dumps(own.expected, sort_keys=True)),
+            ("summary", own.summary),
         ])
         output = measured.get("output")
         if self.spec.kind == WORKFLOW_STEP and isinstance(output, list) and output:
@@ -237,9 +273,18 @@ def gate_checks(plan: Plan, gate: Gate, kinds: Mapping[str, CheckKind]
             yield name, spec, kind, target
 
 
+def item_result(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec, target: Target | None,
+                verdict: Verdict = Verdict.PASSED) -> ItemResult:
+    """A check item's result before it runs (what every report of it carries)."""
+    return ItemResult(stage=stage.name, gate=gate.name, check=spec.kind, target=target.name if target else None,
+                      required=gate.required, params=redact_value(dict(spec.params), plan.secrets),  # type: ignore[arg-type]
+                      verdict=verdict)
+
+
 def check_properties(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec,
                      target: Target | None) -> list[tuple[str, str]]:
-    """The user properties every report of a check item carries (what the evidence is built from)."""
+    """The flat user properties every report of a check item carries, for JUnit XML and other
+    readers (the plugin itself reads the structured result, :mod:`pytest_release.result`)."""
     return [
         ("release_stage", stage.name),
         ("release_gate", gate.name),
@@ -251,17 +296,18 @@ def check_properties(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec,
 
 
 def planned_checks(plan: Plan, kinds: Mapping[str, CheckKind], stages: Sequence[str] | None
-                   ) -> dict[str, list[tuple[str, str]]]:
+                   ) -> dict[str, tuple[list[tuple[str, str]], ItemResult]]:
     """Every check item the plan makes for the selected stages, by ``STAGE::GATE::NAME`` (its node
-    id after the plan file), with its report properties: what the controller compares the
-    verdicts it received with (under xdist it collects nothing itself)."""
+    id after the plan file), with its report properties and its result before it runs: what the
+    controller compares the verdicts it received with (under xdist it collects nothing itself)."""
     planned = {}
     for stage in plan.stages:
         if stages is not None and stage.name not in stages:
             continue
         for gate in plan.stage_gates(stage):
             for name, spec, _, target in gate_checks(plan, gate, kinds):
-                planned[f"{stage.name}::{gate.name}::{name}"] = check_properties(plan, stage, gate, spec, target)
+                planned[f"{stage.name}::{gate.name}::{name}"] = (check_properties(plan, stage, gate, spec, target),
+                                                                 item_result(plan, stage, gate, spec, target))
     return planned
 
 

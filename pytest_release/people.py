@@ -18,7 +18,6 @@ is sealed.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pytest
 
 from . import ci, notify
 from .delivery import run_facts
+from .result import result_of
 from .secrets import redact
 
 __all__ = ["People", "history_after_seal"]
@@ -55,16 +55,12 @@ class People:
         (one sent already by this process is not sent again)."""
         if self.notifier is None or report.when != "teardown":
             return
-        props = {k: v for k, v in report.user_properties}
-        if props.get("release_check") != "monitoring_metric":
+        result = result_of(report)
+        if result is None or result.check != "monitoring_metric":
             return
-        try:
-            measured = json.loads(str(props.get("measured") or "{}"))
-        except ValueError:
-            return
-        for alert in measured.get("alerts") or []:
+        for alert in result.measured.get("alerts") or []:
             if isinstance(alert, dict) and alert.get("fired"):
-                notify.alert_fired(f"{props.get('release_stage')}::monitoring_gate", alert)
+                notify.alert_fired(f"{result.stage}::monitoring_gate", alert)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Runs inside the recorder's wrapper: after the verdict is known, before the seal."""
@@ -110,7 +106,7 @@ class People:
 
 def _release_report(report: Any) -> bool:
     keys = {k for k, _ in getattr(report, "user_properties", [])}
-    return bool(keys & {"release_stage", "release_rollback"})
+    return result_of(report) is not None or "release_rollback" in keys
 
 
 def history_after_seal(root: Path) -> str:

@@ -7,8 +7,9 @@ the checks and their libraries (PyYAML, jsonschema, urllib3, cryptography, ...) 
 it then loads :mod:`pytest_release.glue`, and each hook below hands its work to the glue.
 
 The hooks stay here rather than in a plugin registered later, so they keep their place among other
-plugins' hooks: before conftest.py wrappers of ``pytest_runtest_makereport`` (which see a
-warning gate's failure as the skip it becomes), and in the terminal summary's order.
+plugins' hooks: before conftest.py wrappers of ``pytest_runtest_makereport`` and reporters such
+as allure-pytest (which see a check's report with its verdict: a warning gate's failure as the
+passed report with verdict ``warning`` it becomes), and in the terminal summary's order.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ controller compares what the plan holds with the verdicts received (:meth:`Recor
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -40,9 +39,10 @@ from .model import METRIC, MONITOR, Plan
 from .runstate import Record, RunState
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
+from .result import ATTRIBUTE, ItemResult, Verdict, result_of
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
-from .summary import CheckOutcome, RunSummary, render_html, render_markdown, summarize
+from .summary import CheckOutcome, RunSummary, badge, render_html, render_markdown, summarize
 
 __all__ = ["EVIDENCE_INCOMPLETE", "ROLLBACK_FAILED", "Recorder", "final_exit_status"]
 
@@ -77,17 +77,6 @@ SECTION_CONFIG = {"validation": "validation/config", "rollback": "rollback/confi
                   "automation": "automation/config"}
 
 
-def _props(report: pytest.TestReport) -> dict[str, Any]:
-    return {k: v for k, v in report.user_properties}
-
-
-def _json(value: Any, default: Any) -> Any:
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return default
-
-
 class Recorder:
     """Gathers check outcomes from reports and writes the run's evidence."""
 
@@ -103,7 +92,7 @@ class Recorder:
         self.finished: set[str] = set()
         #: Workers that went down with an error, and why (xdist).
         self.crashed: dict[str, str] = {}
-        self._planned_props: dict[str, list[tuple[str, str]]] | None = None
+        self._planned: dict[str, tuple[list[tuple[str, str]], ItemResult]] | None = None
         #: What stopped the run early, if a signal did ("SIGTERM").
         self.interrupted_by: str | None = None
         self.workflow = workflow
@@ -158,33 +147,33 @@ class Recorder:
                 self.write(self.tree.path(folder, f"{section}.json"), {section: effective[section]})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = _props(report)
-        if "release_stage" not in props:
+        result = result_of(report)
+        if result is None:
             return
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
-            target = props.get("release_target") or None
             outcome = self.outcomes[report.nodeid] = CheckOutcome(
-                nodeid=report.nodeid, name=report.nodeid.split("::", 3)[-1], stage=props["release_stage"],
-                gate=props["release_gate"], kind=props["release_check"], target=target,
-                required=props.get("release_required") == "true", start=report.start,
+                nodeid=report.nodeid, name=report.nodeid.split("::", 3)[-1], stage=result.stage,
+                gate=result.gate, kind=result.check, target=result.target or None,
+                required=result.required, start=report.start,
                 worker=str(getattr(report, "worker_id", "main")))
         outcome.end = report.stop
-        outcome.verdict = props.get("release_verdict", outcome.verdict)
-        if report.failed or report.skipped:
-            text = getattr(report, "wasxfail", "") or _skip_or_failure_text(report)
-            outcome.message = outcome.message or redact(text, self.plan.secrets)
-        if report.when != "teardown" and "release_lost" not in props:
+        outcome.verdict = result.verdict.value
+        if result.verdict == Verdict.WARNING:
+            outcome.message = outcome.message or redact(result.warning_line(_first_line(report)), self.plan.secrets)
+        elif report.failed or report.skipped:
+            outcome.message = outcome.message or redact(_skip_or_failure_text(report), self.plan.secrets)
+        if report.when != "teardown" and not result.lost:
             return
         self.finished.add(report.nodeid)
+        outcome.blocked = result.blocked is not None and result.blocked.blocks_stage
         first_line = outcome.message.splitlines()[0] if outcome.message else ""
-        outcome.summary = str(props.get("summary") or "") or first_line
-        outcome.measured = _json(props.get("measured"), {})
-        outcome.expected = _json(props.get("expected"), {})
-        outcome.params = _json(props.get("release_params"), {})
-        ran = _json(props.get("check_start"), None), _json(props.get("check_end"), None)
-        if all(isinstance(t, float) for t in ran):  # started early (fan-out): the check's own time
-            outcome.start, outcome.end = ran
+        outcome.summary = result.summary or first_line
+        outcome.measured = result.measured
+        outcome.expected = result.expected
+        outcome.params = result.params
+        if result.ran is not None:  # started early (fan-out): the check's own time
+            outcome.start, outcome.end = result.ran
         if outcome.kind == MONITOR and isinstance(outcome.measured.get("window_s"), (int, float)):
             # The window runs before the item's own phases (outside capture, for the live line):
             # its time is the window's.
@@ -201,14 +190,15 @@ class Recorder:
 
     # -- checks without a verdict ------------------------------------------------------------
 
-    def _plan_props(self, nodeid: str) -> list[tuple[str, str]] | None:
-        """The report properties of ``nodeid`` if it is a check item of this plan."""
-        if self._planned_props is None:
-            self._planned_props = planned_checks(self.plan, self.kinds or {}, self.selected)
+    def _plan_props(self, nodeid: str) -> tuple[list[tuple[str, str]], ItemResult] | None:
+        """The report properties and the result before it ran of ``nodeid``, if it is a check item
+        of this plan."""
+        if self._planned is None:
+            self._planned = planned_checks(self.plan, self.kinds or {}, self.selected)
         head, sep, rest = nodeid.partition("::")
         if not sep or Path(head).name != self.plan.path.name:
             return None
-        return self._planned_props.get(rest)
+        return self._planned.get(rest)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """The planned checks, when this process collected them (no xdist)."""
@@ -237,18 +227,20 @@ class Recorder:
         why = f"no verdict received: worker {worker} crashed while running it (killed, or out of memory)"
         self._lose(report, props, why)
 
-    def _lose(self, report: pytest.TestReport, props: list[tuple[str, str]], why: str) -> None:
-        required = dict(props).get("release_required") == "true"
-        verdict = "failed" if required else "warning"
-        report.user_properties = [*props, ("release_verdict", verdict), ("summary", why), ("release_lost", why)]
+    def _lose(self, report: pytest.TestReport, planned: tuple[list[tuple[str, str]], ItemResult], why: str) -> None:
+        props, template = planned
+        result = ItemResult.from_dict(template.as_dict())
+        result.verdict = Verdict.FAILED if result.required else Verdict.WARNING
+        result.summary = result.lost = why
+        setattr(report, ATTRIBUTE, result.as_dict())
+        report.user_properties = [*props, ("release_verdict", result.verdict.value), ("summary", why)]
         report.longrepr = why
         head, _, rest = report.nodeid.partition("::")
         report.location = (head, None, rest)  # shown as the check, not as the plan file
-        if not required:  # like any failure in a gate with required: false, a warning
-            report.outcome = "skipped"
-            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"
+        if not result.required:  # like any failure in a gate with required: false, a warning
+            report.outcome = "passed"
         if self.state is not None:
-            record = Record(report.nodeid, dict(props)["release_stage"], dict(props)["release_gate"], verdict, why)
+            record = Record(report.nodeid, result.stage, result.gate, result.verdict.value, why)
             try:
                 self.state.share(record)
             except OSError:  # the run state is a private temporary folder; its loss only slows waiters
@@ -355,6 +347,14 @@ class Recorder:
         report.title = f"Release report: {self.plan.title} ({self.tree.run_id})"
 
     @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        """A warning's row in pytest-html's results table: its result cell is a "warned" badge
+        (pytest-html knows only its own outcomes; it counts the row among the passed ones)."""
+        result = result_of(report)
+        if result is not None and result.verdict == Verdict.WARNING and cells and "col-result" in cells[0]:
+            cells[0] = f'<td class="col-result release-warned">{badge("warned")}</td>'
+
+    @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str],
                                     session: pytest.Session) -> None:
         html_path = Path(self.config.option.htmlpath).resolve().parent
@@ -402,9 +402,9 @@ class Recorder:
             return result
         self._report_end(summary)
         history = history_after_seal(self.tree.root)  # EVIDENCE/index.html, every sealed run
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(history)
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(history)
         session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
         return result
 
@@ -611,6 +611,11 @@ def rollback_timing(result: RollbackResult, first_failure: dict[str, Any] | None
             "duration_s": round(end - start, 3) if start is not None and end is not None else None,
             "first_failure": failure,
             "time_to_restore_s": round(end - at, 3) if restored else None}  # type: ignore[operator]
+
+
+def _first_line(report: pytest.TestReport) -> str:
+    text = report.longreprtext.strip()
+    return text.splitlines()[0] if text else "failed"
 
 
 def _skip_or_failure_text(report: pytest.TestReport) -> str:

@@ -5,6 +5,8 @@ works on the xdist controller), rendered for the HTML report, the terminal and C
 
 from __future__ import annotations
 
+import html
+
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from .model import MONITOR, Plan
 from .records import gate_verdict
 from .rollback.runner import RollbackResult
 
-__all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "summarize"]
+__all__ = ["CheckOutcome", "GateSummary", "RunSummary", "StageSummary", "badge", "summarize"]
 
 BANNERS = {
     "released": "RELEASED",
@@ -48,6 +50,8 @@ class CheckOutcome:
     end: float = 0.0
     worker: str = "main"
     record: str | None = None  # the check record's path in the evidence tree
+    #: Skipped because an earlier stage failed or never finished (the schedule said so).
+    blocked: bool = False
 
     @property
     def duration(self) -> float:
@@ -136,7 +140,7 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
     if selected is not None and name not in selected:
         return StageSummary(name, "not_selected", "not selected with --release-stage", gates)
     checks = [c for g in gates for c in g.checks]
-    blocked = [c for c in checks if c.verdict == "skipped" and " not run: " in c.message]
+    blocked = [c for c in checks if c.verdict == "skipped" and c.blocked]
     if any(g.verdict == "failed" for g in gates):
         return StageSummary(name, "failed", "a required gate failed", gates)
     if checks and len(blocked) == len(checks):
@@ -150,7 +154,8 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
 
 #: The colour of each verdict and outcome in the HTML report and the history page.
 COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
-           "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
+           "warning": "#9a6700", "warned": "#9a6700", "skipped": "#6e7781",
+           "not_run": "#6e7781", "not_selected": "#6e7781",
            "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
            "error": "#cf222e"}
 GREY = "#6e7781"
@@ -159,6 +164,13 @@ GREY = "#6e7781"
 def colour(verdict: str | None) -> str:
     """The colour of a verdict or outcome (grey for one it does not know)."""
     return COLOURS.get(verdict or "", GREY)
+
+
+def badge(verdict: str) -> str:
+    """A verdict as a coloured badge (HTML), as the summary's tables show it (pytest-html's
+    results table shows a warning's result with it)."""
+    return (f'<span class="release-verdict" style="color:#fff;background:{colour(verdict)};border-radius:3px;'
+            f'padding:0 6px">{html.escape(verdict.replace("_", " "))}</span>')
 
 
 def _plain(values: Mapping[str, Any]) -> str:

@@ -72,7 +72,8 @@ def test_collection_node_ids_and_markers(pytester: pytest.Pytester, write_plan: 
         "8 tests collected*",
     ])
     selected = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--collect-only", "-q",
-                                             "-m", "post_release and health", "-k", "not deep")
+                                             "-m", "release_stage_post_release and release_check_health",
+                                             "-k", "not deep")
     selected.stdout.fnmatch_lines(["release-plan.yaml::post_release::service_validation::health?api?",
                                    "release-plan.yaml::post_release::smoke::health?api?",
                                    "2/8 tests collected (6 deselected)*"])
@@ -124,17 +125,25 @@ def test_failed_required_gate_skips_later_stages(pytester: pytest.Pytester, writ
 def test_gate_not_required_warns_without_failing(pytester: pytest.Pytester, write_plan: PlanWriter,
                                                  http_url: str) -> None:
     write_plan(_two_stage_plan(http_url, soft_fails=True))
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "out.xml")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--junitxml", "out.xml", "-v")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
+        "*::pre_release::smoke::health?api? WARNED*",
         "*WARNING  release-plan.yaml::pre_release::smoke::health?api?: warning (gate pre_release::smoke is not "
         "required): GET*/healthz answered 200, expected 201*",
         "*6 passed, 2 warned*",
     ])
     suite = ET.parse(pytester.path / "out.xml").getroot()
-    case = next(c for c in suite.iter("testcase") if c.get("classname", "").endswith("pre_release.smoke"))
-    skipped = case.find("skipped")
-    assert skipped is not None and "answered 200, expected 201" in skipped.get("message", "")
+    cases = [c for c in suite.iter("testcase") if c.get("classname", "").endswith(".smoke")]
+    assert len(cases) == 2
+    for case in cases:
+        # a warning is no skip and no xfail for a CI dashboard: a test case with its verdict property
+        assert case.find("skipped") is None and case.find("failure") is None and case.find("error") is None
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["release_verdict"] == "warning"
+        assert "answered 200, expected 201" in props["summary"]
+    counts = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    assert counts is not None and counts.get("skipped") == "0" and counts.get("failures") == "0"
 
 
 def test_last_failed_reruns_only_the_failed_check(pytester: pytest.Pytester, write_plan: PlanWriter,
@@ -433,7 +442,7 @@ def test_custom_check_from_conftest_is_validated_collected_run_and_reported(
     pytester.makeconftest(CUSTOM_CHECK)
     write_plan(plan_with("- name: words\n  checks:\n    - wordlen: {word: release, max_len: 3}\n"
                          "    - wordlen: {word: ok, max_len: 3}\n"))
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-m", "wordlen")
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-v", "-m", "release_check_wordlen")
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "*::pre_release::words::wordlen FAILED*",
@@ -466,3 +475,54 @@ def test_service_instances_fan_out_concurrently(pytester: pytest.Pytester, write
     session = float(re.search(r"10 passed in ([0-9.]+)s", result.stdout.str()).group(1))
     # One after another they take at least 3 s; at once about 0.3 s plus pytest (seconds on a loaded machine).
     assert session < 2.9, f"ten 300 ms checks took {session}s: they did not run concurrently"
+
+
+def test_reporters_see_failed_warned_and_passed_checks(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                       http_url: str) -> None:
+    """allure-pytest reads its status from pytest's report and the exception: a failed check is
+    "failed" (an AssertionError, not "broken"), a passed one "passed", a warning never "broken" or
+    "skipped"; pytest-html shows a warning with its own badge."""
+    write_plan(_two_stage_plan(http_url, soft_fails=True, hard_fails=True))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--alluredir", "allure",
+                                           "--html", "report.html")
+    assert result.ret == 1
+    statuses: dict[str, str] = {}
+    for path in (pytester.path / "allure").glob("*-result.json"):
+        data = json.loads(path.read_text("utf-8"))
+        statuses[data["fullName"]] = data["status"]
+    expected = {"release-plan.pre_release.service_validation#health": "failed",
+                "release-plan.pre_release.service_validation#health-deep": "passed",
+                "release-plan.pre_release.smoke#health": "passed",  # the warning: not broken, not skipped
+                "release-plan.pre_release.tools#command": "passed"}
+    expected.update({k.replace("pre_release", "post_release"): "skipped" for k in expected})  # blocked
+    assert statuses == expected
+    html = (pytester.path / "report.html").read_text("utf-8")
+    # (the rows are HTML-escaped JSON in the page): exactly the warning's result cell is a badge
+    assert html.count("col-result release-warned") == 1 and "&gt;warned&lt;/span&gt;" in html
+
+
+def test_project_markers_do_not_collide_with_plan_names(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                         http_url: str) -> None:
+    """A project's own ``health`` and ``smoke`` markers select only its own tests; the plan's checks
+    carry release_stage_/release_gate_/release_check_ markers (also under --strict-markers)."""
+    write_plan(_two_stage_plan(http_url))
+    pytester.makeini("[pytest]\nmarkers =\n    health: the project's own health tests\n"
+                     "    smoke: the project's own smoke tests\n")
+    pytester.makepyfile(test_own="import pytest\n\n@pytest.mark.health\ndef test_own_health():\n    pass\n\n"
+                                 "@pytest.mark.smoke\ndef test_own_smoke():\n    pass\n")
+    for marker, own in (("health", "test_own_health"), ("smoke", "test_own_smoke")):
+        result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "test_own.py",
+                                               "--strict-markers", "--collect-only", "-q", "-m", marker)
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines([f"test_own.py::{own}", "1/10 tests collected (9 deselected)*"])
+    ours = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "test_own.py", "--strict-markers",
+                                         "--collect-only", "-q", "-m", "release_gate_smoke or release_check_command")
+    ours.stdout.fnmatch_lines(["release-plan.yaml::pre_release::smoke::health?api?",
+                               "release-plan.yaml::pre_release::tools::command?migrate?",
+                               "release-plan.yaml::post_release::smoke::health?api?",
+                               "release-plan.yaml::post_release::tools::command?migrate?",
+                               "4/10 tests collected (6 deselected)*"])
+    markers = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--markers")
+    markers.stdout.fnmatch_lines(["*release_stage_post_release: checks of release stage post_release*",
+                                  "*release_gate_service_validation: checks of validation gate*",
+                                  "*release_check_health: *"])

@@ -1,0 +1,148 @@
+"""The typed result channel: what one check item came to, carried by its test reports.
+
+Every report of a check item (setup, call, teardown; also those the controller makes for a check
+whose verdict never arrived) carries one structured attribute, ``report.release_result``: a plain
+dict (so pytest-xdist can send it from a worker to the controller, like any report attribute) of
+the schema below. The plugin reads results only from it (:func:`result_of`); the flat
+``user_properties`` a check item also carries (``release_stage``, ``release_verdict``,
+``measured`` as JSON text, ...) are for JUnit XML and other readers, and are never parsed back.
+
+Schema of ``report.release_result`` (every key always present)::
+
+    stage      str          the stage the check ran in
+    gate       str          its validation gate
+    check      str          its check kind ("health", "command", ...)
+    target     str | None   the target it judged (None for a check without one)
+    required   bool         whether the gate is required
+    params     dict         the check's parameters (secrets masked)
+    verdict    str          a Verdict value: passed, failed, warning, skipped
+    summary    str          one line: what was measured against which threshold ("" if not run)
+    measured   dict         what the check measured (secrets masked)
+    expected   dict         what it was held against (secrets masked)
+    blocked    dict | None  {"cause": a Cause value, "reason": str} when the schedule did not run it
+    not_checked str         why the check was not run by this version ("" if it was)
+    ran        [float, float] | None  when the check itself started and ended (time.time()), if it
+                            ran before its item took the result (fan-out)
+    lost       str          why no verdict arrived (a crashed xdist worker), "" normally
+
+This module imports nothing of pytest: the schedule, the recorder and the summary share it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["ATTRIBUTE", "Blocked", "Cause", "ItemResult", "Verdict", "result_of"]
+
+#: The name of the report attribute that carries an :class:`ItemResult` as a dict.
+ATTRIBUTE = "release_result"
+
+
+class Verdict(str, enum.Enum):
+    """A check's verdict. ``warning`` is a failed check of a gate with ``required: false``: shown
+    everywhere (status letter ``W``, word ``WARNED``), never in the exit code."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    WARNING = "warning"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Cause(str, enum.Enum):
+    """Why the schedule did not run a check."""
+
+    #: The run is a rollback (``--release-rollback``, or resuming an interrupted one): no check runs.
+    NOT_ASKED = "not_asked"
+    #: A required gate of an earlier stage failed.
+    EARLIER_FAILED = "earlier_failed"
+    #: Checks of earlier stages never finished (under xdist: their worker did not report in time).
+    EARLIER_UNFINISHED = "earlier_unfinished"
+    #: The timeout of the workflow this run performs was used up.
+    OUT_OF_TIME = "out_of_time"
+    #: A required gate of the stage failed, so its monitoring window was not opened (the rollback is due).
+    WINDOW_NOT_OPENED = "window_not_opened"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A check the schedule does not run, and why (``reason`` is one line for people)."""
+
+    cause: Cause
+    reason: str
+
+    @property
+    def blocks_stage(self) -> bool:
+        """Whether this says the whole stage was skipped (an earlier stage failed or never finished)."""
+        return self.cause in (Cause.EARLIER_FAILED, Cause.EARLIER_UNFINISHED)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"cause": self.cause.value, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Blocked | None:
+        if not data:
+            return None
+        return cls(Cause(data["cause"]), str(data["reason"]))
+
+
+@dataclass
+class ItemResult:
+    """One check item's result (see the module's schema)."""
+
+    stage: str
+    gate: str
+    check: str
+    target: str | None
+    required: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict = Verdict.PASSED
+    summary: str = ""
+    measured: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    blocked: Blocked | None = None
+    not_checked: str = ""
+    ran: tuple[float, float] | None = None
+    lost: str = ""
+
+    @property
+    def gate_id(self) -> str:
+        return f"{self.stage}::{self.gate}"
+
+    def warning_line(self, fallback: str = "") -> str:
+        """One line for a warning: which gate (not required), and what failed."""
+        return f"warning (gate {self.gate_id} is not required): {self.summary or fallback}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        data["blocked"] = self.blocked.as_dict() if self.blocked else None
+        data["ran"] = list(self.ran) if self.ran else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ItemResult:
+        ran = data.get("ran")
+        return cls(stage=str(data["stage"]), gate=str(data["gate"]), check=str(data["check"]),
+                   target=data.get("target"), required=bool(data["required"]),
+                   params=dict(data.get("params") or {}), verdict=Verdict(data.get("verdict", "passed")),
+                   summary=str(data.get("summary") or ""), measured=dict(data.get("measured") or {}),
+                   expected=dict(data.get("expected") or {}), blocked=Blocked.from_dict(data.get("blocked")),
+                   not_checked=str(data.get("not_checked") or ""),
+                   ran=(float(ran[0]), float(ran[1])) if ran else None, lost=str(data.get("lost") or ""))
+
+
+def result_of(report: object) -> ItemResult | None:
+    """The result a report carries (``None``: not a report of a release check)."""
+    data = getattr(report, ATTRIBUTE, None)
+    if not isinstance(data, Mapping):
+        return None
+    return ItemResult.from_dict(data)
