@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from collections.abc import Callable
 import jsonschema
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with, wait_for_file
 from pytest_release.evidence import FOLDERS
 from pytest_release.records import RECORD_SCHEMA
 
@@ -204,17 +203,14 @@ def test_interrupted_run_seals_its_evidence(pytester: pytest.Pytester, write_pla
         - name: tools
           checks:
             - {command: {name: quick, argv: [python, -c, "pass"]}}
-            - {command: {name: slow, argv: [python, -c, "import time; time.sleep(60)"]}}
+            - {command: {name: slow, argv: [python, -c, "import time; open('slow-started', 'w').close(); time.sleep(60)"]}}
         """, timeout="120"))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
                              "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     evidence = pytester.path / "evidence" / "release"
-    deadline = time.monotonic() + 30
-    while not list(evidence.glob("validation/gates/*/pre_release/tools/command[[]quick].json")):
-        assert time.monotonic() < deadline, "the first check never finished"
-        time.sleep(0.05)
-    time.sleep(0.3)  # the slow check is running now
+    wait_for_file(pytester.path / "slow-started", proc, 30)  # the quick check is done, the slow one runs
+    assert list(evidence.glob("validation/gates/*/pre_release/tools/command[[]quick].json"))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2, out

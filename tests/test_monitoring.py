@@ -17,7 +17,7 @@ import pytest
 
 from pytest_release.records import RECORD_SCHEMA
 
-from conftest import Example, wait_for_data
+from helpers import Example, wait_for_data
 
 PlanWriter = Callable[..., Path]
 RECORD_SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA)

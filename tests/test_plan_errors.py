@@ -268,7 +268,7 @@ FILLER = "".join(f"setting_{i}: value_{i}\n" for i in range(300))
 @pytest.mark.parametrize("char", ["\x07", "\x0b", "\x1b", "\x00", "\x7f", "\ufffe"])
 @pytest.mark.parametrize("where", ["value", "comment", "secret"])
 def test_a_config_file_with_a_control_character_fails_the_syntax_check(tmp_path: Path, char: str, where: str) -> None:
-    from conftest import run_check
+    from helpers import run_check
 
     line = {"value": f"name: sh{char}op\n", "comment": f"# note {char} here\n",
             "secret": f"token: abc{char}def-secret-token\n"}[where]
