@@ -37,6 +37,17 @@ def plan_with(gates: str, targets: str = "", stages: str = "[{name: pre_release}
     )
 
 
+def service_plan(http_url: str, gates: str, timeout: int = 10) -> str:
+    """A plan of one stage (pre_release) and one service ``api`` at ``http_url`` (health /healthz):
+    the given validation gates (dedented YAML list items)."""
+    return (
+        "release: {name: shop, version: 1.0.0}\n"
+        f"targets:\n  api: {{url: \"{http_url}\", health: /healthz}}\n"
+        f"strategy:\n  stages: [{{name: pre_release}}]\n  gates: [{{name: validation_gate, timeout: {timeout}}}]\n"
+        f"validation:\n  gates:\n{textwrap.indent(textwrap.dedent(gates), '    ')}"
+    )
+
+
 def run_check(kind: str, spec: dict[str, Any] | None, base: Path, budget: float = 5.0,
               **params: Any) -> CheckResult:
     """Run one check of ``kind`` directly (no pytest run) against a target given by its spec."""
