@@ -61,7 +61,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"{value!r} is not a duration")
     seconds = None
     if isinstance(value, (int, float)):
-        seconds = float(value) if not isinstance(value, int) or abs(value) <= 10 * MAX_DURATION else math.inf
+        huge = isinstance(value, int) and abs(value) > 10 * MAX_DURATION  # float() would overflow
+        seconds = math.copysign(math.inf, value) if huge else float(value)
     elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
@@ -97,13 +98,14 @@ FORMAT_CHECKER.checks(DURATION_FORMAT, raises=ValueError)(_is_duration)
 
 
 def format_duration(seconds: float) -> str:
-    """A short human form: ``250ms``, ``5s``, ``2.5s``, ``5m``, ``90d``."""
+    """A short human form: ``250ms``, ``5s``, ``2.5s``, ``5m``, ``90d``; a plan's duration as it can
+    be written in a plan (``1000001s``, not ``1e+06s``: ``:g`` alone rounds to six digits)."""
     if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:g}ms"
+        return f"{seconds * 1000:.15g}ms"
     for unit, factor in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= factor and seconds % factor == 0:
-            return f"{seconds / factor:g}{unit}"
-    return f"{seconds:g}s"
+            return f"{seconds / factor:.15g}{unit}"
+    return f"{seconds:.15g}s"
 
 
 def format_bytes(count: int) -> str:

@@ -1,4 +1,5 @@
-"""Fixtures: real server processes on 127.0.0.1, and plans written into pytester's directory."""
+"""Fixtures: real server processes on 127.0.0.1, and plans written into pytester's directory. Plain
+functions the tests share are in helpers.py."""
 
 from __future__ import annotations
 
@@ -6,26 +7,18 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pytest_release.checks import BUILTIN_KINDS, CheckContext, CheckResult
-from pytest_release.model import Target, target_kind
-from pytest_release.prometheus import PrometheusError, instant_query
-from pytest_release.yamldoc import Mark
+from helpers import HERE, Example
 
-HERE = Path(__file__).parent
 # Plans and tests run `python3` and `python` by name: they must be the interpreter running these
 # tests (the one with this package installed), never whatever a machine has first on PATH.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -38,6 +31,21 @@ ON_CI = bool(os.environ.get("CI"))
 for _name in ("CI", "BUILD_NUMBER", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE",
               "GITHUB_OUTPUT", "GITHUB_ENV"):
     os.environ.pop(_name, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _child_runs_without_hypothesis_plugin() -> Iterator[None]:
+    """The pytest runs these tests start go without hypothesis's pytest plugin: installed, it imports
+    all of hypothesis in every run's terminal summary (about 1.5 s of CPU a run, more than pytest and
+    pytest-release together), though those runs hold no hypothesis test. Set in each worker after its
+    own start-up, so this suite's own hypothesis tests keep the plugin."""
+    before = os.environ.get("PYTEST_ADDOPTS")
+    os.environ["PYTEST_ADDOPTS"] = f"{before or ''} -p no:hypothesispytest".strip()
+    yield
+    if before is None:
+        os.environ.pop("PYTEST_ADDOPTS", None)
+    else:
+        os.environ["PYTEST_ADDOPTS"] = before
 
 
 def _start(mode: str) -> tuple[subprocess.Popen[str], int]:
@@ -93,50 +101,6 @@ def write_plan(pytester: pytest.Pytester) -> Callable[..., Path]:
         return path
 
     return write
-
-
-def plan_with(gates: str, targets: str = "", stages: str = "[{name: pre_release}]", timeout: str = "10") -> str:
-    """A small plan: the given validation gates (YAML list items) and targets (YAML mapping lines)."""
-    return (
-        "release: {name: shop, version: 1.0.0}\n"
-        f"targets:\n{textwrap.indent(textwrap.dedent(targets), '  ') if targets.strip() else '  {}'}\n"
-        f"strategy:\n  stages: {stages}\n  gates:\n    - {{name: validation_gate, timeout: {timeout}}}\n"
-        f"validation:\n  gates:\n{textwrap.indent(textwrap.dedent(gates), '    ')}\n"
-    )
-
-
-def run_check(kind: str, spec: dict[str, Any] | None, base: Path, budget: float = 5.0,
-              **params: Any) -> CheckResult:
-    """Run one check of ``kind`` directly (no pytest run) against a target given by its spec."""
-    target = Target("t", target_kind(spec), spec, Mark(1, 1)) if spec is not None else None
-    ctx = CheckContext(kind=kind, params=params, target=target, base_dir=base, gate="pre_release::g",
-                       budget=budget, deadline=time.monotonic() + budget)
-    run = BUILTIN_KINDS[kind].run
-    assert run is not None
-    return run(ctx)
-
-
-@dataclass
-class Example:
-    project: Path
-    port: int
-
-    def ctl(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, str(self.project / "ctl.py"), *args], capture_output=True,
-                              text=True)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def get(self, path: str) -> tuple[int, dict[str, object]]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def prices(self) -> list[tuple[int, str, int]]:
-        with sqlite3.connect(self.project / "var" / "app.db") as conn:
-            return conn.execute("SELECT id, name, price_cents FROM items ORDER BY id").fetchall()
 
 
 @pytest.fixture
@@ -315,21 +279,3 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def wait_for_data(url: str, query: str, *, until: Callable[[float], bool] | None = None,
-                  within: float = 20.0) -> float:
-    """Query the Prometheus at ``url`` until ``query`` returns a value (and ``until(value)`` holds);
-    the value. Fails the test, with the last answer, when ``within`` seconds pass first."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            value = instant_query(url, query, timeout=2)
-            last = f"it returned {value}"
-            if until is None or until(value):
-                return value
-        except PrometheusError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            pytest.fail(f"{query} at {url}: no wanted answer within {within:g}s; last: {last}", pytrace=False)
-        time.sleep(0.05)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HERE, Example
+from helpers import HERE, Example
 from pytest_release.records import check_records
 from test_monitoring import _run_with_fault
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jsonschema
 import pytest
 
+from helpers import service_plan
 from pytest_release.records import RECORD_SCHEMA
 
 from test_evidence import CHROMIUM_ARGS
@@ -38,20 +39,12 @@ analytics:
 
 
 def plan(http_url: str, path: str, *, store: str = "", extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        release: {{name: shop, version: 1.0.0}}
-        targets:
-          api: {{url: "{http_url}", health: /healthz}}
-        strategy:
-          stages: [{{name: pre_release}}]
-          gates: [{{name: validation_gate, timeout: 20}}]
-        validation:
-          gates:
-            - name: service_validation
-              checks:
-                - health
-                - performance: {{path: "{path}", requests: 12, concurrency: 4}}
-        """) + ANALYTICS.format(store=f"store: {store}" if store else "") + extra
+    return service_plan(http_url, f"""\
+        - name: service_validation
+          checks:
+            - health
+            - performance: {{path: "{path}", requests: 12, concurrency: 4}}
+        """, timeout=20) + ANALYTICS.format(store=f"store: {store}" if store else "") + extra
 
 
 def records(evidence: Path, folder: str) -> dict[str, dict[str, Any]]:

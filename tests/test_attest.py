@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with
 from pytest_release.__main__ import main as cli
 from pytest_release.attest import CHAIN_FIELD, ENVELOPE, PREDICATE_TYPE, Signer, keygen, load_signer, statement
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_check
+from helpers import run_check
 
 # -- health -------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run_check
+from helpers import run_check
 
 
 def _files(base: Path, files: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_check
+from helpers import run_check
 from pytest_release.checks import CheckContext, consistency
 from pytest_release.model import Target, target_kind
 from pytest_release.yamldoc import Mark

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import plan_with, run_check
+from helpers import plan_with, run_check
 from pytest_release.checks.command import run_program
 from pytest_release.checks.limits import MAX_BODY, MAX_OUTPUT
 

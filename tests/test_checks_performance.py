@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_check
+from helpers import run_check
 
 
 @pytest.fixture

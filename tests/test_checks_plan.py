@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with
 
 
 def test_new_kinds_run_from_a_plan_and_say_measured_vs_threshold(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, run_check
+from helpers import HERE, run_check
 
 # -- certificates and HTTPS servers ---------------------------------------------------------------
 

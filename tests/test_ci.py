@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import service_plan
 from pytest_release.ci import command, escape_data, escape_property
 
 ROOT = Path(__file__).parent.parent
@@ -59,24 +60,16 @@ def test_annotations_escape_as_github_documents(text: str) -> None:
 
 
 def plan_text(http_url: str) -> str:
-    return textwrap.dedent(f"""\
-        release: {{name: shop, version: 1.0.0}}
-        targets:
-          api: {{url: "{http_url}", health: /healthz}}
-        strategy:
-          stages: [{{name: pre_release}}]
-          gates: [{{name: validation_gate, timeout: 10}}]
-        validation:
-          gates:
-            - name: service_validation
-              checks:
-                - health
-                - health: {{name: broken, path: "/fail?key=${{env:API_KEY}}"}}
-                - health: {{name: broken, path: /fail}}
-            - name: smoke
-              required: false
-              checks:
-                -   health: {{path: /fail}}
+    return service_plan(http_url, """\
+        - name: service_validation
+          checks:
+            - health
+            - health: {name: broken, path: "/fail?key=${env:API_KEY}"}
+            - health: {name: broken, path: /fail}
+        - name: smoke
+          required: false
+          checks:
+            -   health: {path: /fail}
         """)
 
 

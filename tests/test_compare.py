@@ -17,7 +17,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from conftest import plan_with, run_check
+from helpers import plan_with, run_check
 from pytest_release.compare import MISSING, bounded, describe, judge, lookup, parse_path
 from pytest_release.records import read_lines
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from collections.abc import Callable
 import jsonschema
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with, wait_for_file
 from pytest_release.evidence import FOLDERS
 from pytest_release.records import RECORD_SCHEMA, check_records, read_lines, resolve
 
@@ -42,6 +43,16 @@ def _plan(http_url: str, *, fail: bool = False) -> str:
 def _verify(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest_release", "verify", str(path), *args],
                           capture_output=True, text=True)
+
+
+def _verify_here(path: Path) -> tuple[int, str]:
+    """``python -m pytest_release verify PATH`` run in this process: its exit status and output."""
+    from pytest_release.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(["verify", str(path)])
+    return code, out.getvalue()
 
 
 def _latest(evidence: Path) -> str:
@@ -111,14 +122,15 @@ def test_verify_names_every_changed_missing_or_extra_file(pytester: pytest.Pytes
     files = sorted(manifest["files"])
     assert any(f.endswith("junit.xml") for f in files) and any(f.endswith("report.html") for f in files)
     for rel in files:
+        # The command's own code in this process (two a file: a process each would take a minute).
         path = evidence / rel
         original = path.read_bytes()
         path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one byte changed
-        changed = _verify(evidence)
-        assert changed.returncode == 1 and f"changed: {rel}" in changed.stdout, rel
+        code, out = _verify_here(evidence)
+        assert code == 1 and f"changed: {rel}" in out, rel
         path.unlink()
-        gone = _verify(evidence)
-        assert gone.returncode == 1 and f"missing: {rel}" in gone.stdout, rel
+        code, out = _verify_here(evidence)
+        assert code == 1 and f"missing: {rel}" in out, rel
         path.write_bytes(original)
     (evidence / "validation" / "gates" / "planted.json").write_text("{}")
     planted = _verify(evidence)
@@ -210,18 +222,15 @@ def test_interrupted_run_seals_its_evidence(pytester: pytest.Pytester, write_pla
         - name: tools
           checks:
             - {command: {name: quick, argv: [python, -c, "pass"]}}
-            - {command: {name: slow, argv: [python, -c, "import time; time.sleep(60)"]}}
+            - {command: {name: slow, argv: [python, -c, "import time; open('slow-started', 'w').close(); time.sleep(60)"]}}
         """, timeout="120"))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
                              "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     evidence = pytester.path / "evidence" / "release"
-    deadline = time.monotonic() + 30
-    while not any(b'"command[quick]"' in p.read_bytes()
-                  for p in evidence.glob("validation/gates/*/pre_release/tools/records.jsonl")):
-        assert time.monotonic() < deadline, "the first check never finished"
-        time.sleep(0.05)
-    time.sleep(0.3)  # the slow check is running now
+    wait_for_file(pytester.path / "slow-started", proc, 30)  # the quick check is done, the slow one runs
+    assert any(b'"command[quick]"' in p.read_bytes()
+               for p in evidence.glob("validation/gates/*/pre_release/tools/records.jsonl"))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2, out

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import Example
+from helpers import Example
 
 
 def _run(pytester: pytest.Pytester, example: Example, *stages: str) -> pytest.RunResult:

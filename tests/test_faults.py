@@ -19,6 +19,8 @@ from collections.abc import Callable
 import pytest
 from pytest_release.records import resolve
 
+from helpers import alive, wait_for_file
+
 PlanWriter = Callable[..., Path]
 
 
@@ -58,21 +60,8 @@ def _steps(path: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.02)
 
 
-def _alive(pid: int) -> bool:
-    """A process that runs (a zombie waiting for its parent to reap it does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
 
 
 def _verify(evidence: Path) -> subprocess.CompletedProcess[str]:
@@ -100,18 +89,18 @@ def test_sigterm_stops_the_checks_rolls_back_and_seals(pytester: pytest.Pytester
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
                              "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    _wait_for(pytester.path / "slow-started", proc)
+    wait_for_file(pytester.path / "slow-started", proc)
     slow = int((pytester.path / "slow-started").read_text())
     (pytester.path / "slow-started").unlink()
     proc.send_signal(signal.SIGTERM)
     if second:
-        _wait_for(pytester.path / "revert-started", proc)
+        wait_for_file(pytester.path / "revert-started", proc)
         proc.send_signal(signal.SIGTERM)  # a CI system that insists: the step in progress must finish
     out, _ = proc.communicate(timeout=120)
     # Interrupted, rolled back: 2 (as after Ctrl-C); the rollback's own verdict is in the summary.
     assert proc.returncode == 2, out
     assert _steps(pytester.path) == ["stop", "revert", "start"], out
-    assert not _alive(slow), "the check running when SIGTERM came was stopped with the run"
+    assert not alive(slow), "the check running when SIGTERM came was stopped with the run"
     assert "SIGTERM: the run was terminated" in out
     assert "(the run was interrupted)" in out
     assert "ROLLED BACK: validation_failure: every step passed and verify passed" in out
@@ -135,7 +124,7 @@ def test_sigterm_without_rollback_on_interrupt_rolls_nothing_back(pytester: pyte
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
                              "-p", "no:cacheprovider", "--release-rollback-on-interrupt=no"],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(pytester.path / "slow-started", proc)
+    wait_for_file(pytester.path / "slow-started", proc)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out

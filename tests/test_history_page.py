@@ -21,7 +21,7 @@ from pytest_release.records import RECORD_SCHEMA
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 from history import make_history
 
-from conftest import Example
+from helpers import Example
 from test_evidence import CHROMIUM_ARGS
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"

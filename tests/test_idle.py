@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with
 
 #: What the plugin may import in a run without a plan.
 ALLOWED = {"pytest_release", "pytest_release.plugin", "pytest_release.hookspecs"}

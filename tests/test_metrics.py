@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with
 from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_release.records import RECORD_SCHEMA
 
-from conftest import Example, wait_for_data
+from helpers import Example, wait_for_data
 from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]

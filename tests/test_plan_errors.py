@@ -141,7 +141,9 @@ def test_broken_plan_exits_4_with_position_and_no_traceback(pytester: pytest.Pyt
     (pytester.path / "release-plan.yaml").write_text(text, "utf-8")
     pytester.makepyfile(test_marker="def test_never_runs():\n    open('RAN', 'w').close()\n")
     started = time.monotonic()
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "test_marker.py")
+    # In this process: a plan error stops pytest in its configuration, before any signal handler,
+    # thread or secret of a run exists (the tests below run the same path in a process of its own).
+    result = pytester.runpytest_inprocess("--release-plan", "release-plan.yaml", "test_marker.py")
     assert time.monotonic() - started < 20
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
@@ -268,7 +270,7 @@ FILLER = "".join(f"setting_{i}: value_{i}\n" for i in range(300))
 @pytest.mark.parametrize("char", ["\x07", "\x0b", "\x1b", "\x00", "\x7f", "\ufffe"])
 @pytest.mark.parametrize("where", ["value", "comment", "secret"])
 def test_a_config_file_with_a_control_character_fails_the_syntax_check(tmp_path: Path, char: str, where: str) -> None:
-    from conftest import run_check
+    from helpers import run_check
 
     line = {"value": f"name: sh{char}op\n", "comment": f"# note {char} here\n",
             "secret": f"token: abc{char}def-secret-token\n"}[where]

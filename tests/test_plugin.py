@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import plan_with
+from helpers import plan_with
 
 PlanWriter = Callable[..., Path]
 

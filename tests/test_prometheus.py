@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Example, wait_for_data
+from helpers import Example, wait_for_data
 from pytest_release.prometheus import PrometheusError, instant_query
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import plan_with, run_check
+from helpers import plan_with, run_check
 from pytest_release.records import check_records, read_lines
 from test_rollback import rollback_plan, step
 from test_rollback_actions import act

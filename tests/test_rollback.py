@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import Example
+from helpers import Example, alive, wait_for_file
 from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]
@@ -193,17 +193,13 @@ def test_ctrl_c_after_a_failure(pytester: pytest.Pytester, write_plan: PlanWrite
       stages: [post_release]
       checks:
         - {command: {name: smoke, argv: [python, -c, "raise SystemExit(3)"]}}
-        - {command: {name: slow, argv: [python, -c, "open('slow-started', 'w'); import time; time.sleep(60)"]}}
+        - {command: {name: slow, argv: [python, -c, "import time; open('slow-started', 'w').close(); time.sleep(60)"]}}
 """
     write_plan(rollback_plan(gates))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml",
                              "-p", "no:cacheprovider", f"--release-rollback-on-interrupt={on_interrupt}"],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while not (pytester.path / "slow-started").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.2)
+    wait_for_file(pytester.path / "slow-started", proc, 30)  # the slow check runs: the run waits on it
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     # Interrupted: 2, unless the rollback failed (here its verify may judge the smoke check again).
@@ -367,14 +363,6 @@ while os.path.exists(f'hold-{len(prior) + 1}'):
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to watch the step's program")
 def test_a_killed_step_does_not_run_beside_its_rerun_after_two_kills(pytester: pytest.Pytester,
                                                                      write_plan: PlanWriter) -> None:
@@ -404,13 +392,13 @@ def test_a_killed_step_does_not_run_beside_its_rerun_after_two_kills(pytester: p
         return int(copies.read_text().splitlines()[n - 1].split()[1])
 
     first = kill_the_runner_once_copy_runs(1)
-    assert _alive(first), "a SIGKILLed runner leaves its step's program running"
+    assert alive(first), "a SIGKILLed runner leaves its step's program running"
     second = kill_the_runner_once_copy_runs(2)
-    assert not _alive(first) and _alive(second)
+    assert not alive(first) and alive(second)
     resumed = subprocess.run(args, cwd=pytester.path, capture_output=True, text=True)
     assert resumed.returncode == 1, resumed.stdout
     assert "ROLLED BACK (resumed the rollback of run" in resumed.stdout
-    assert not _alive(second)
+    assert not alive(second)
     starts = [line.split() for line in copies.read_text().splitlines()]
     assert len(starts) == 3
     assert [beside for _, _, beside in starts] == ["0", "0", "0"], "no copy ever ran beside another"

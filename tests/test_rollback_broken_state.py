@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Example
+from helpers import Example
 from pytest_release.checks.integrity import sha256_file
 from pytest_release.rollback.actions import ACTIONS, SHOWN_PROBLEMS, StepContext, StepResult, content_digest
 

@@ -256,20 +256,25 @@ def test_no_form_of_any_secret_in_any_output(pytester: pytest.Pytester, write_pl
 # -- refusing short secrets; plain variables ---------------------------------------------------------
 
 
+def _health_plan(url: str, timeout: str) -> str:
+    """One stage, one gate of one health check of the target ``api`` at ``url``."""
+    return textwrap.dedent(f"""\
+        release: {{name: shop, version: 1.0.0}}
+        targets:
+          api: {{url: "{url}"}}
+        strategy:
+          stages: [{{name: pre_release}}]
+          gates: [{{name: validation_gate, timeout: {timeout}}}]
+        validation:
+          gates: [{{name: g, checks: [health]}}]
+        """)
+
+
 @pytest.mark.parametrize("value", ["5000", "a'b\\c", "1234567"])
 def test_a_secret_too_short_to_mask_is_a_plan_error(pytester: pytest.Pytester, write_plan: PlanWriter,
                                                      monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("SHOP_PORT", value)
-    write_plan(textwrap.dedent("""\
-        release: {name: shop, version: 1.0.0}
-        targets:
-          api: {url: "http://127.0.0.1:${env:SHOP_PORT}"}
-        strategy:
-          stages: [{name: pre_release}]
-          gates: [{name: validation_gate, timeout: 5}]
-        validation:
-          gates: [{name: g, checks: [health]}]
-        """))
+    write_plan(_health_plan("http://127.0.0.1:${env:SHOP_PORT}", "5"))
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
@@ -322,16 +327,7 @@ def test_plain_variables_fill_the_plan_and_are_never_masked(pytester: pytest.Pyt
 ])
 def test_a_missing_or_malformed_variable_is_a_clear_error(pytester: pytest.Pytester, write_plan: PlanWriter,
                                                            args: list[str], message: str) -> None:
-    write_plan(textwrap.dedent("""\
-        release: {name: shop, version: 1.0.0}
-        targets:
-          api: {url: "http://127.0.0.1:${var:SHOP_PORT}"}
-        strategy:
-          stages: [{name: pre_release}]
-          gates: [{name: validation_gate, timeout: 5}]
-        validation:
-          gates: [{name: g, checks: [health]}]
-        """))
+    write_plan(_health_plan("http://127.0.0.1:${var:SHOP_PORT}", "5"))
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
@@ -343,16 +339,7 @@ def test_a_secret_in_a_plan_error_is_masked_in_its_escaped_forms(pytester: pytes
                                                                   write_plan: PlanWriter) -> None:
     secret = "pw'with\\back-slash"
     monkeypatch.setenv("SHOP_PASSWORD", secret)
-    write_plan(textwrap.dedent("""\
-        release: {name: shop, version: 1.0.0}
-        targets:
-          api: {url: "http://127.0.0.1:9"}
-        strategy:
-          stages: [{name: pre_release}]
-          gates: [{name: validation_gate, timeout: "${env:SHOP_PASSWORD}"}]
-        validation:
-          gates: [{name: g, checks: [health]}]
-        """))
+    write_plan(_health_plan("http://127.0.0.1:9", '"${env:SHOP_PASSWORD}"'))
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     text = (result.stdout.str() + result.stderr.str()).encode()

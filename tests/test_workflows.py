@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import Example, plan_with
+from helpers import Example, plan_with
 
 
 def _workflow(pytester: pytest.Pytester, example: Example, release: str, *args: str) -> pytest.RunResult:
