@@ -287,7 +287,7 @@ def test_the_docs_hold_plans_and_one_complete_plan() -> None:
 
 @pytest.mark.parametrize(("where", "block"), DOC_BLOCKS, ids=[w for w, _ in DOC_BLOCKS])
 def test_every_plan_in_the_docs_loads(tmp_path: Path, where: str, block: str) -> None:
-    """Every YAML block of the README and docs/*.md is a plan that loads (it has ``strategy.stages``),
+    """Every YAML block of the README and docs/*.md is a plan that loads (one with ``targets``),
     or sections that load in the README's complete plan (each key of a section replaces the complete
     plan's), unless its first line says ``# fragment`` (a piece of a section) or ``# not a plan``
     (a CI workflow)."""
@@ -298,7 +298,7 @@ def test_every_plan_in_the_docs_loads(tmp_path: Path, where: str, block: str) ->
         return
     data = yaml.safe_load(block)
     assert isinstance(data, dict), f"{where}: not a mapping: mark it '# fragment' or '# not a plan'"
-    if not isinstance(data.get("strategy"), dict) or "stages" not in data["strategy"]:
+    if "targets" not in data:
         base = _base_plan()  # sections: each key of a section replaces the complete plan's
         data = {**base, **{k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
                            for k, v in data.items()}}
