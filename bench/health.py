@@ -1,19 +1,24 @@
-"""Health-check benchmarks (``python bench/health.py``): the plugin against raw clients, both
-measured in this run against the same local server (threaded, Nagle disabled, keep-alive).
+"""Health-check benchmarks (``python bench/health.py [--sizes 1000,5000,10000] [-n 2]``): the
+plugin against pytest's own floor, both measured in this run against the same local server
+(threaded, Nagle disabled, keep-alive).
 
-1. 1,000 health checks (1,000 instances of one service): pytest's session time for the plan
-   divided by a raw thread pool of keep-alive urllib3 clients doing the same 1,000 requests.
-   Goal: at most 1.5.
-2. 200 checks of an endpoint that takes 100 ms: the session time divided by the sequential time
-   (200 x 100 ms). Goal: at most 0.15.
+For each size N:
 
-The session time runs from pytest's session start to the end of the process (``bench_clock.py``):
-collection, every check, the reports, the evidence written and sealed; not the interpreter's
-start-up.
+1. N health checks (services of 1,000 instances each, fan-out, 16 at a time): pytest's session time
+   (``bench_clock.py``: from pytest's session start to the end of the process: collection, every
+   check, JUnit XML, the self-contained HTML report, the evidence records and the seal; not the
+   interpreter's start-up) against **pytest's floor**: N tests that do nothing, with the same
+   JUnit XML and self-contained pytest-html report, timed the same way. Goal: at most 1.5 at
+   1,000 and 5,000, and a ratio that does not grow from 1,000 to 10,000 (linear).
+2. The peak RSS of the same two processes (``wait4``'s ``ru_maxrss``: with ``-n``, the largest of
+   the controller and its workers). Goal: at most 1.5 at 10,000.
+3. Beside the time, the CPU time (user and system) of each whole process (its start-up and its
+   xdist workers included), which a loaded machine disturbs less than the wall time.
 
-Beside 1. it prints pytest's own floor, measured in the same run the same way: 1,000 tests that
-do nothing, with the same reports (JUnit XML, a self-contained pytest-html report). With one
-pytest item per check, no plugin can finish below it.
+The pairs run side by side in time (the plugin first, then the floor, ``--repeat`` times), and
+the best of each is compared, so drift on a noisy machine hits both alike. ``-n 2`` runs both
+under pytest-xdist with 2 workers. ``--slow`` also runs 200 checks of a 100 ms endpoint against
+the sequential 20 s (goal: at most 0.15).
 """
 
 from __future__ import annotations
@@ -26,11 +31,10 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import urllib3
+BENCH = Path(__file__).resolve().parent
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -56,24 +60,37 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-def raw(urls: list[str], concurrency: int) -> float:
-    pool = urllib3.PoolManager(maxsize=concurrency, retries=False)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as executor:
-        statuses = list(executor.map(lambda u: pool.request("GET", u).status, urls))
-    took = time.perf_counter() - started
-    assert statuses.count(200) == len(urls), "the raw clients saw errors"
-    return took
+def run(directory: Path, args: list[str]) -> tuple[str, float, float, float]:
+    """Run pytest in a fresh process: its output, its session seconds, its peak RSS in MiB and
+    its CPU seconds (user and system, its xdist workers included)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))}
+    env.pop("CI", None)
+    out = directory / "out.txt"
+    with open(out, "wb") as fh:
+        process = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                    "-p", "bench_clock", *args], cwd=directory, stdout=fh, stderr=subprocess.STDOUT,
+                                   env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    text = out.read_text("utf-8", "replace")
+    clock = re.search(r"BENCH-SESSION-SECONDS ([0-9.]+)", text)
+    if process.returncode != 0 or not clock:
+        raise SystemExit(f"pytest {' '.join(args)} failed (exit {process.returncode}):\n{text[-3000:]}")
+    return text, float(clock.group(1)), usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def plugin(directory: Path, base: str, count: int, concurrency: int, path: str) -> float:
+def plugin(directory: Path, base: str, count: int, concurrency: int, path: str,
+           xdist: list[str]) -> tuple[float, float, float]:
+    per = 1000  # a target has at most 1,000 instances
+    targets = "\n".join(f'  api{t}: {{url: "{base}/t{t}i{{1..{min(per, count - t * per)}}}"}}'
+                         for t in range((count + per - 1) // per))
     plan = f"""\
 release: {{name: bench}}
 targets:
-  api: {{url: "{base}/i{{1..{count}}}"}}
+{targets}
 strategy:
   stages: [{{name: post_release}}]
-  gates: [{{name: validation_gate, timeout: 120}}]
+  gates: [{{name: validation_gate, timeout: 600}}]
 validation:
   gates:
     - name: service_validation
@@ -81,56 +98,68 @@ validation:
       checks: [{{health: {{path: {path}}}}}]
 """
     (directory / "release-plan.yaml").write_text(plan)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "--release-plan", "release-plan.yaml", "-q",
-                           "-p", "no:cacheprovider", "-p", "bench_clock",
-                           "--release-evidence-dir", str(directory / "evidence")],
-                          cwd=directory, capture_output=True, text=True, env=env)
-    passed = re.search(r"(\d+) passed in", done.stdout)
-    clock = re.search(r"BENCH-SESSION-SECONDS ([0-9.]+)", done.stdout)
-    if done.returncode != 0 or not passed or int(passed.group(1)) != count or not clock:
-        raise SystemExit(f"the plan did not pass:\n{done.stdout[-3000:]}")
-    return float(clock.group(1))
+    text, seconds, rss, cpu = run(directory, ["--release-plan", "release-plan.yaml", *xdist,
+                                         "--release-evidence-dir", str(directory / "evidence")])
+    passed = re.search(r"(\d+) passed", text)
+    if not passed or int(passed.group(1)) != count:
+        raise SystemExit(f"the plan did not pass:\n{text[-3000:]}")
+    return seconds, rss, cpu
 
 
-def floor(directory: Path, count: int) -> float:
-    """pytest's session time for ``count`` tests that do nothing, with JUnit XML and HTML reports."""
+def floor(directory: Path, count: int, xdist: list[str]) -> tuple[float, float, float]:
+    """pytest's session time and peak RSS for ``count`` no-op tests, with JUnit XML and HTML reports."""
     (directory / "test_nothing.py").write_text(
         f"import pytest\n\n\n@pytest.mark.parametrize('i', range({count}))\ndef test_nothing(i):\n    pass\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "test_nothing.py", "-q", "-p", "no:cacheprovider",
-                           "-p", "bench_clock", "--junitxml", "junit.xml", "--html", "report.html",
-                           "--self-contained-html"], cwd=directory, capture_output=True, text=True, env=env)
-    clock = re.search(r"BENCH-SESSION-SECONDS ([0-9.]+)", done.stdout)
-    if done.returncode != 0 or not clock:
-        raise SystemExit(f"the no-op tests did not pass:\n{done.stdout[-3000:]}")
-    return float(clock.group(1))
+    _, seconds, rss, cpu = run(directory, ["test_nothing.py", *xdist, "--junitxml", "junit.xml",
+                                           "--html", "report.html", "--self-contained-html"])
+    return seconds, rss, cpu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,5000", help="comma-separated check counts (default 1000,5000)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("-n", "--numprocesses", type=int, default=0, help="run both under pytest-xdist")
+    parser.add_argument("--slow", action="store_true", help="also 200 checks of a 100 ms endpoint")
     args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    xdist = ["-n", str(args.numprocesses)] if args.numprocesses else []
     server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    how = f" under -n {args.numprocesses}" if xdist else ""
+    print(f"health checks against pytest's floor (no-op tests, same JUnit XML and HTML reports){how}, "
+          f"best of {args.repeat}, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
+    ratios: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        raw_times, plugin_times, floor_times = [], [], []
-        for _ in range(args.repeat):
-            raw_times.append(raw([f"{base}/i{i}/healthz" for i in range(1, 1001)], args.concurrency))
-            plugin_times.append(plugin(directory, base, 1000, args.concurrency, "/healthz"))
-            floor_times.append(floor(directory, 1000))
-        best_raw, best_plugin, best_floor = min(raw_times), min(plugin_times), min(floor_times)
-        print(f"1. 1,000 health checks: plugin {best_plugin:.3f}s, raw keep-alive pool {best_raw:.3f}s "
-              f"(best of {args.repeat}); ratio {best_plugin / best_raw:.2f} (goal: at most 1.5)")
-        print(f"   pytest's floor: 1,000 no-op tests with the same reports {best_floor:.3f}s; "
-              f"ratio {best_floor / best_raw:.2f} against the raw pool")
-        slow = [plugin(directory, base, 200, args.concurrency, "/slow") for _ in range(args.repeat)]
-        sequential = 200 * 0.1
-        print(f"2. 200 checks of a 100 ms endpoint: plugin {min(slow):.3f}s, sequential {sequential:.1f}s; "
-              f"ratio {min(slow) / sequential:.3f} (goal: at most 0.15)")
+        for size in sizes:
+            plugin_runs, floor_runs = [], []
+            for _ in range(args.repeat):
+                plugin_runs.append(plugin(directory, base, size, args.concurrency, "/healthz", xdist))
+                floor_runs.append(floor(directory, size, xdist))
+            best_plugin, best_floor = min(r[0] for r in plugin_runs), min(r[0] for r in floor_runs)
+            rss_plugin, rss_floor = min(r[1] for r in plugin_runs), min(r[1] for r in floor_runs)
+            cpu_plugin, cpu_floor = min(r[2] for r in plugin_runs), min(r[2] for r in floor_runs)
+            ratios[size] = best_plugin / best_floor
+            time_goal = " (goal: at most 1.5)" if size <= 5000 else ""
+            rss_goal = " (goal: at most 1.5)" if size >= 10000 else ""
+            print(f"{size:>6,} checks: time  plugin {best_plugin:7.3f} s, floor {best_floor:7.3f} s, "
+                  f"ratio {ratios[size]:.2f}{time_goal}", flush=True)
+            print(f"{'':>14} CPU   plugin {cpu_plugin:7.3f} s, floor {cpu_floor:7.3f} s, "
+                  f"ratio {cpu_plugin / cpu_floor:.2f} (whole process: start-up included)", flush=True)
+            print(f"{'':>14} peak RSS plugin {rss_plugin:7.1f} MiB, floor {rss_floor:7.1f} MiB, "
+                  f"ratio {rss_plugin / rss_floor:.2f}{rss_goal}", flush=True)
+        if len(ratios) > 1:
+            first, last = min(ratios), max(ratios)
+            print(f"linearity: ratio at {last:,} / ratio at {first:,} = {ratios[last] / ratios[first]:.2f} "
+                  "(goal: at most 1.0, within the noise)")
+        if args.slow:
+            slow = [plugin(directory, base, 200, args.concurrency, "/slow", xdist)[0] for _ in range(args.repeat)]
+            print(f"200 checks of a 100 ms endpoint: plugin {min(slow):.3f} s, sequential 20 s; "
+                  f"ratio {min(slow) / 20:.3f} (goal: at most 0.15)")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     server.shutdown()
 
 

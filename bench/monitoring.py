@@ -13,7 +13,6 @@ mean drift under 2% of the interval.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).parent))
 from health import Handler, Server
+
+from pytest_release.records import check_records
 
 
 def naive(url: str, interval: float, rounds: int) -> list[float]:
@@ -76,7 +77,7 @@ def main() -> None:
                               capture_output=True, text=True, cwd=tmp)
         if done.returncode != 0:
             sys.exit(f"the run failed:\n{done.stdout}\n{done.stderr}")
-        records = [json.loads(p.read_text()) for p in Path(tmp, "evidence").glob("monitoring/metrics/*/*/*/*.json")]
+        records = list(check_records(Path(tmp, "evidence", "monitoring", "metrics")))
     baseline = naive(f"{url}/healthz", args.interval, rounds)
     base_mean = 100 * sum(baseline) / len(baseline) / args.interval
     base_max = 100 * max(baseline) / args.interval

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .checks import BUILTIN_KINDS, CheckContext, CheckKind, CheckResult, NotBuilt
-    from .plan import Plan, load_plan
+    from .loader import load_plan
+    from .model import Plan
     from .problems import PlanError, Problem
     from .rollback.actions import StepContext, StepResult
 
@@ -35,6 +36,7 @@ __all__ = [
     "load_plan",
 ]
 
+#: The package's version: its one source (pyproject.toml reads it from here without importing).
 __version__ = "0.1.0"
 
 #: Each public name and the module it comes from.
@@ -44,8 +46,8 @@ _LAZY = {
     "CheckKind": ".checks",
     "CheckResult": ".checks",
     "NotBuilt": ".checks",
-    "Plan": ".plan",
-    "load_plan": ".plan",
+    "Plan": ".model",
+    "load_plan": ".loader",
     "PlanError": ".problems",
     "Problem": ".problems",
     "StepContext": ".rollback.actions",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import decimal
 import math
-import sqlite3
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -37,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from .checks import CheckContext
-from .checks.stores import StoreError, dsn_label, open_store
+from .checks.stores import StoreError, open_store
+from .db import PSYCOPG_MISSING, DatabaseError, dsn_label, is_postgres, open_postgres, open_sqlite
 from .evidence import HISTORY
-from .plan import AnalyticsMetric, Analysis, Plan
+from .model import AnalyticsMetric, Analysis, Plan
 from .secrets import scrub_value
 from .summary import CheckOutcome, RunSummary
 
@@ -78,91 +78,57 @@ class HistoryError(Exception):
     """The history store cannot be opened or written; the message is safe to show."""
 
 
-def is_postgres(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://")) or "dbname=" in location
-
-
 class HistoryStore:
-    """The history store: SQLite or PostgreSQL behind the same few statements."""
+    """The history store: SQLite or PostgreSQL (:mod:`pytest_release.db`) behind the same few
+    statements, written with ``?`` placeholders."""
 
     def __init__(self, location: str, base_dir: Path) -> None:
         self.postgres = is_postgres(location)
-        if self.postgres:
-            self.label = dsn_label(location)
-            try:
-                import psycopg
-            except ImportError:
-                raise HistoryError("psycopg is not installed: pip install 'pytest-release[postgres]'") from None
-            try:
-                self.conn: Any = psycopg.connect(location, connect_timeout=10,
-                                                 options=f"-c statement_timeout={int(BUDGET * 1000)}")
-            except psycopg.Error as exc:
-                raise HistoryError(f"cannot connect to {self.label}: {_first_line(exc, location)}") from None
-        else:
-            path = Path(location) if Path(location).is_absolute() else base_dir / location
-            self.label = str(location)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(path, timeout=BUDGET)
-            except (OSError, sqlite3.Error) as exc:
-                raise HistoryError(f"cannot open {self.label}: {exc}") from None
-        self._location = location
+        try:
+            if self.postgres:
+                self.label = dsn_label(location)
+                self.db = open_postgres(location, connect_timeout=10, statement_timeout=BUDGET)
+            else:
+                path = Path(location) if Path(location).is_absolute() else base_dir / location
+                self.label = str(location)
+                self.db = open_sqlite(path, timeout=BUDGET, label=self.label)
+        except DatabaseError as exc:
+            if str(exc) == PSYCOPG_MISSING:
+                raise HistoryError(PSYCOPG_MISSING) from None
+            verb = "connect to" if self.postgres else "open"
+            raise HistoryError(f"cannot {verb} {self.label}: {exc}") from None
         for statement in _TABLES:
             self.execute(statement)
         self.commit()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """A driver's error as a :class:`HistoryError` (a failed PostgreSQL statement is rolled back)."""
+        """A database's error as a :class:`HistoryError` (a failed statement is rolled back)."""
         try:
             yield
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             raise HistoryError(f"{self.label}: {exc}") from None
-        except Exception as exc:  # psycopg.Error (an optional module)
-            if not self.postgres or type(exc).__module__.split(".")[0] != "psycopg":
-                raise
-            self.conn.rollback()
-            raise HistoryError(f"{self.label}: {_first_line(exc, self._location)}") from None
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         args = scrub_value(tuple(args))  # the run's secrets never reach the store (nor its file)
         with self._errors():
-            if not self.postgres:
-                return self.conn.execute(sql, tuple(args)).fetchall()
-            with self.conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), tuple(args) or None)
-                return cursor.fetchall() if cursor.description is not None else []
+            return self.db.rows(sql, args)
 
     def delete(self, sql: str, args: Sequence[object] = ()) -> int:
         """Run a DELETE; how many rows it removed."""
         with self._errors():
-            if not self.postgres:
-                return int(self.conn.execute(sql, tuple(args)).rowcount)
-            with self.conn.cursor() as cursor:
-                cursor.execute(sql.replace("?", "%s"), tuple(args))
-                return int(cursor.rowcount)
+            return self.db.execute(sql, args)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        rows = [scrub_value(tuple(r)) for r in rows]
-        if not rows:
-            return
         with self._errors():
-            if not self.postgres:
-                self.conn.executemany(sql, rows)
-                return
-            with self.conn.cursor() as cursor:
-                cursor.executemany(sql.replace("?", "%s"), rows)
+            self.db.executemany(sql, [scrub_value(tuple(r)) for r in rows])
 
     def commit(self) -> None:
-        self.conn.commit()
+        with self._errors():
+            self.db.commit()
 
     def close(self) -> None:
-        self.conn.close()
-
-
-def _first_line(exc: BaseException, dsn: str) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text.replace(dsn, "<dsn>")
+        self.db.close()
 
 
 # -- samples ------------------------------------------------------------------------------------
@@ -477,45 +443,41 @@ def _check_verdicts(store: HistoryStore, plan: Plan, run_id: str, outcome: Analy
 
 
 def trends_html(run: AnalyticsRun, rows_per_analysis: int = 30) -> str:
-    """The analyses as an HTML fragment for the report: per series now, the baseline, the change
-    and a sparkline of its trend; regressions first."""
-    from html import escape as esc
+    """The analyses as an HTML fragment for the report (``templates/trends.html.j2``): per series
+    now, the baseline, the change and a sparkline of its trend; regressions first."""
+    from .rendering import render
 
-    parts = ['<section id="release-trends"><h3>Trends (analytics)</h3>',
-             f"<p>History store: {esc(run.store)}"
-             + (f" &mdash; <b>this run is not in it</b>: {esc(run.error)}" if run.error else "") + "</p>"]
-    for metric in run.metrics:
-        if metric.error:
-            parts.append(f"<p>metric {esc(metric.error)}</p>")
+    analyses = []
     for analysis in run.analyses:
-        parts.append(f'<h4 class="release-analysis" data-verdict="{esc(analysis.verdict)}">{esc(analysis.line())}</h4>')
-        if analysis.error:
-            continue
         ordered = sorted(analysis.series, key=lambda t: (not t.regression, t.series))[:rows_per_analysis]
-        parts += ['<table class="release-trend-table" style="border-collapse:collapse">',
-                  "<tr><th align=left>series</th><th align=right>now</th><th align=right>baseline</th>"
-                  "<th align=right>change</th><th>trend</th><th align=left></th></tr>"]
-        for trend in ordered:
-            change = "-" if trend.change is None else f"{trend.change:+.1%}"
-            flag = '<b style="color:#cf222e">regression</b>' if trend.regression else ""
-            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{esc(trend.series)}</td>"
-                         f"<td align=right>{_fmt(trend.current)}</td><td align=right>{_fmt(trend.baseline)}</td>"
-                         f"<td align=right>{change}</td><td>{sparkline_svg(trend.points)}</td><td>{flag}</td></tr>")
-        parts.append("</table>")
-        if len(analysis.series) > rows_per_analysis:
-            parts.append(f"<p>and {len(analysis.series) - rows_per_analysis} more series in the analysis record</p>")
-        for label, checks in (("failing now, passed in " + (analysis.baseline or ""), analysis.regressed_checks),
-                              ("flaky in this version", analysis.flaky_checks)):
-            if checks:
-                parts.append(f"<p>{esc(label)}: {esc(', '.join(checks))}</p>")
-    parts.append("</section>")
-    return "".join(parts)
+        analyses.append((analysis, [(trend, sparkline(trend.points)) for trend in ordered],
+                         max(len(analysis.series) - rows_per_analysis, 0)))
+    return render("trends.html.j2", {"figure": _fmt}, run=run, analyses=analyses)
 
 
-def sparkline_svg(points: Sequence[tuple[float, float, int]], width: int = 140, height: int = 28) -> str:
-    """An inline SVG line of a trend's points (the mean per interval), the last one marked."""
+@dataclass(frozen=True)
+class Sparkline:
+    """A trend's line (``charts.html.j2``): its points' coordinates, the last one marked."""
+
+    width: int
+    height: int
+    points: list[tuple[float, float]]
+    low: float
+    high: float
+
+    @property
+    def count(self) -> int:
+        return len(self.points)
+
+    @property
+    def last(self) -> tuple[float, float]:
+        return self.points[-1]
+
+
+def sparkline(points: Sequence[tuple[float, float, int]], width: int = 140, height: int = 28) -> Sparkline | None:
+    """The line of a trend's points (the mean per interval); ``None`` without points."""
     if not points:
-        return ""
+        return None
     values = [p[1] for p in points]
     low, high = min(values), max(values)
     step = (width - 8) / max(len(values) - 1, 1)
@@ -523,10 +485,4 @@ def sparkline_svg(points: Sequence[tuple[float, float, int]], width: int = 140, 
     def y(value: float) -> float:
         return height / 2 if high == low else height - 4 - (height - 8) * (value - low) / (high - low)
 
-    coords = " ".join(f"{4 + i * step:.1f},{y(v):.1f}" for i, v in enumerate(values))
-    last_x, last_y = 4 + (len(values) - 1) * step, y(values[-1])
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="release-sparkline" width="{width}" height="{height}" '
-            f'role="img" aria-label="trend over {len(values)} points">'
-            f'<polyline points="{coords}" fill="none" stroke="#4a7fd1" stroke-width="1.5"/>'
-            f'<circle cx="{last_x:.1f}" cy="{last_y:.1f}" r="2.5" fill="#4a7fd1"/>'
-            f"<title>{len(values)} points, {low:.4g} to {high:.4g}</title></svg>")
+    return Sparkline(width, height, [(4 + i * step, y(v)) for i, v in enumerate(values)], low, high)

@@ -25,17 +25,17 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .fsutil import write_new
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-    from .plan import Plan
-    from .rollback.runner import RollbackResult
-    from .summary import CheckOutcome, RunSummary
+    from .model import Plan
 
 __all__ = ["CHAIN_FIELD", "ENVELOPE", "PAYLOAD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "KeyProblem",
            "Signer", "Verifier", "keygen", "load_signer", "load_verifier", "pae", "statement", "test_result"]
@@ -228,9 +228,7 @@ def keygen(directory: Path) -> tuple[Path, Path, str]:
         if path.exists():
             raise FileExistsError(f"{path} exists already; keygen never replaces a key")
     for path, data, mode in ((paths[0], private, 0o600), (paths[1], public, 0o644)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        write_new(path, data, mode=mode)
         os.chmod(path, mode)  # whatever the umask
     return paths[0], paths[1], _keyid(key.public_key())
 
@@ -264,8 +262,46 @@ def statement(run_id: str, manifest: tuple[str, str], files: Mapping[str, str],
     return {"_type": STATEMENT_TYPE, "subject": subjects, "predicateType": PREDICATE_TYPE, "predicate": predicate}
 
 
-def test_result(plan: Plan, summary: RunSummary, outcomes: Iterable[CheckOutcome],
-                rollback: RollbackResult | None, rollback_prefix: str) -> dict[str, Any]:
+# What the predicate reads of a run, as protocols: the evidence tree (which seals through this
+# module) sits below the summary and the rollback that these describe, so they are not imported.
+
+
+class Verdict(Protocol):
+    """A check's outcome (``summary.CheckOutcome``) as the predicate reads it."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+
+class StepVerdict(Protocol):
+    """A rollback step's outcome (``rollback.runner.StepOutcome``) as the predicate reads it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def verdict(self) -> str: ...
+
+
+class RunOutcome(Protocol):
+    """The run's summary (``summary.RunSummary``) as the predicate reads it."""
+
+    @property
+    def outcome(self) -> str: ...
+
+
+class RollbackSteps(Protocol):
+    """A rollback (``rollback.runner.RollbackResult``) as the predicate reads it."""
+
+    @property
+    def steps(self) -> Sequence[StepVerdict]: ...
+
+
+def test_result(plan: Plan, summary: RunOutcome, outcomes: Iterable[Verdict],
+                rollback: RollbackSteps | None, rollback_prefix: str) -> dict[str, Any]:
     """The Test Result predicate's fields for a run (and ``artifacts``: the subjects an artifacts
     target's manifest gives, as (target, name, sha256))."""
     tests: dict[str, list[str]] = {"passed": [], "warning": [], "failed": []}

@@ -145,24 +145,47 @@ def _sha(path: Path) -> str | None:
 
 
 def _check_files(root: Path, run: _Run, result: Verification) -> None:
+    lines = run.manifest.get("lines")
+    lines = lines if isinstance(lines, dict) else {}
     for rel, want in run.manifest["files"].items():
         path = root / rel
         got = result.found[rel] = _sha(path) if path.is_file() else None
         if got is None:
             result.problems.append(f"missing: {rel}")
         elif got != want:
-            result.problems.append(f"changed: {rel}{_unparsable(path)}")
+            sealed = lines.get(rel)
+            result.problems.append(f"changed: {rel}{_unparsable(path, sealed if isinstance(sealed, int) else None)}")
 
 
-def _unparsable(path: Path) -> str:
-    """`` (it no longer parses: ...)`` for a changed JSON record that is not JSON any more."""
-    if path.suffix != ".json":
+def _unparsable(path: Path, sealed_lines: int | None = None) -> str:
+    """What is wrong with a changed record file, beyond its hash: `` (it no longer parses: ...)``
+    for a JSON file that is not JSON any more; for a JSON Lines file, how many lines it was sealed
+    with and has now, and the first line that no longer parses."""
+    if path.suffix not in (".json", ".jsonl"):
         return ""
     try:
-        json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        return f" (it no longer parses: {str(exc)[:80]})"
-    return ""
+        data = path.read_bytes()
+    except OSError as exc:
+        return f" (it cannot be read: {exc.strerror or exc})"
+    if path.suffix == ".json":
+        try:
+            json.loads(data)
+        except ValueError as exc:
+            return f" (it no longer parses: {str(exc)[:80]})"
+        return ""
+    found = data.split(b"\n")
+    if found and found[-1] == b"":
+        found.pop()
+    said = []
+    if sealed_lines is not None and sealed_lines != len(found):
+        said.append(f"sealed with {sealed_lines} line(s), it has {len(found)}")
+    for number, line in enumerate(found, 1):
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            said.append(f"line {number} no longer parses: {str(exc)[:80]}")
+            break
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _check_link(root: Path, run: _Run, runs: dict[str, _Run], unreadable: dict[str, str],

@@ -204,11 +204,12 @@ def run_facts(plan: Any, run_id: str, summary: Any, outcomes: Iterable[Any], rol
     if detections and (facts.deployed or manual):
         facts.detected_at, facts.detected_by = min(detections)
     first = (timing or {}).get("first_failure")
-    if isinstance(first, Mapping) and parse_time(first.get("at")) is not None:
-        facts.detected_at = parse_time(first.get("at"))
+    detected_at = parse_time(first.get("at")) if isinstance(first, Mapping) else None
+    if isinstance(first, Mapping) and detected_at is not None:
+        facts.detected_at = detected_at
         facts.detected_by = str(first.get("check") or "").partition("::")[2] or facts.detected_by
         restore = (timing or {}).get("time_to_restore_s")
-        facts.restored_at = facts.detected_at + float(restore) if isinstance(restore, (int, float)) else None
+        facts.restored_at = detected_at + float(restore) if isinstance(restore, (int, float)) else None
     return facts
 
 
@@ -331,4 +332,4 @@ def weekly(runs: Sequence[RunFacts], since: float | None, until: float, max_week
         if key not in weeks:
             continue
         weeks[key][0 if run.went_out else 1 if run.change_failed else 2] += 1
-    return [(k, *v) for k, v in sorted(weeks.items())][-max_weeks:]  # type: ignore[misc]
+    return [(k, v[0], v[1], v[2]) for k, v in sorted(weeks.items())][-max_weeks:]

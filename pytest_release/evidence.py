@@ -14,16 +14,19 @@ sub-folder per run, so a later run adds to the tree and never touches an earlier
       strategy/RUN_ID/stages.json              the stages in order, with their verdicts
       config/RUN_ID/plan.yaml, effective.json  the plan as written and as used
       gates/RUN_ID/STAGE.GATE.json             strategy gates (validation_gate, ...) per stage
-      validation/gates/RUN_ID/STAGE/GATE.json  validation gates, and per check:
-      validation/gates/RUN_ID/STAGE/GATE/CHECK.json
+      validation/gates/RUN_ID/STAGE/GATE.json  validation gates, and their checks' records:
+      validation/gates/RUN_ID/STAGE/GATE/records.jsonl   one JSON line per check (RECORDS)
       validation/{metrics,config}/RUN_ID/...
       rollback/{procedures,triggers,config}/RUN_ID/...
       monitoring/{metrics,alerts,config}/RUN_ID/...
       analytics/{metrics,analysis,config}/RUN_ID/...
       automation/{tasks,workflows,config}/RUN_ID/...
 
-Files are written atomically (a temporary file, then a link or rename) and never overwritten.
-``chain.verify_tree`` checks the tree whole.
+Files are written atomically (a temporary file, then a link or rename) and never overwritten,
+except the check records: each gate's checks are lines appended to one JSON Lines file
+(:meth:`EvidenceTree.append_record`), created new by the run and hashed as it grows, so a run
+creates a number of files that does not grow with its number of checks. ``chain.verify_tree``
+checks the tree whole (a line changed, removed or added changes its file's hash).
 Every write goes through :meth:`EvidenceTree.attempt`: a file that cannot be written (disk full,
 read-only, a file where a folder should be) is recorded in ``EvidenceTree.unwritten`` instead of
 raising, because the run's rollback and verdict matter more than its records.
@@ -37,7 +40,6 @@ import json
 import os
 import re
 import secrets as _random
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -46,12 +48,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .fsutil import atomic_write, open_new_append, truncate_to, write_new
+from .fsutil import write_all as append_all
+from .records import RECORDS
 from .secrets import scrub_bytes
 
 if TYPE_CHECKING:
     from .attest import Signer
 
-__all__ = ["FOLDERS", "MAX_FILE_NAME", "EvidenceTree", "SealError", "describe_os_error", "new_run_id",
+__all__ = ["FOLDERS", "MAX_FILE_NAME", "RECORDS", "EvidenceTree", "SealError", "describe_os_error", "new_run_id",
            "read_manifest", "safe_name", "seal_lock", "sha256_path", "utc_iso"]
 
 FOLDERS = (
@@ -148,45 +153,27 @@ def describe_os_error(exc: OSError, root: Path | None = None) -> str:
 
 
 def _atomic_write(path: Path, data: bytes, *, sync: bool = False) -> None:
-    """Write via a temporary file and a rename: a reader sees no file or the whole file.
-    ``sync`` also forces it to disk (the manifest and LATEST; ``seal`` syncs the records first)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Replace ``path``'s content atomically (mode 0600); ``sync`` also forces it to disk (the
+    manifest and LATEST; ``seal`` syncs the records first). See :func:`.fsutil.atomic_write`."""
+    atomic_write(path, data, sync=sync, mode=0o600)
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Write a file that must not exist yet, atomically and race-free: the data goes to a
-    temporary file, which is then hard-linked to its name (``link`` fails if the name exists, so
-    nothing is ever replaced, and a reader sees no file or the whole file)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                raise FileExistsError(path) from None
-            os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    """Write a file that must not exist yet, atomically and race-free (``FileExistsError`` if it
+    does; nothing is ever replaced). See :func:`.fsutil.write_new`."""
+    write_new(path, data)
+
+
+@dataclass
+class _Lines:
+    """A JSON Lines file this run appends to: its descriptor, the hash of what it holds, its size
+    and lines (what could not be appended is counted in ``lost``)."""
+
+    fd: int | None
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    lines: int = 0
+    lost: int = 0
 
 
 @dataclass
@@ -204,6 +191,10 @@ class EvidenceTree:
     #: tree) and why. A run with any is EVIDENCE INCOMPLETE.
     unwritten: dict[str, str] = field(default_factory=dict)
     _folders: set[Path] = field(default_factory=set, repr=False)  # folders known to exist
+    #: The JSON Lines files being appended to, by path relative to the root.
+    _lines: dict[str, _Lines] = field(default_factory=dict, repr=False)
+    #: How many lines each JSON Lines file holds (sealed in the manifest beside the hashes).
+    line_counts: dict[str, int] = field(default_factory=dict)
 
     def create(self) -> None:
         """Make the tree's folders (an empty folder shows where evidence of a kind would go)."""
@@ -301,6 +292,72 @@ class EvidenceTree:
         text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
         return self.write_bytes(path, text.encode("utf-8"))
 
+    def append_record(self, path: Path, record: Mapping[str, Any]) -> str | None:
+        """Append ``record`` as one JSON line to the JSON Lines file ``path`` (created by this run
+        on its first record; an existing file is never written to), the run's secrets masked.
+        The record's reference, ``RELATIVE_PATH#LN`` (N counts from 1), or ``None`` when it could
+        not be written (the file's name and the count of lost records are in :attr:`unwritten`;
+        a line written in part is cut off, so the file holds whole lines only)."""
+        line = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return self.append_line(path, scrub_bytes(line.encode("utf-8")) + b"\n")
+
+    def append_line(self, path: Path, data: bytes) -> str | None:
+        """Append one line (``data`` ends with its newline) to a JSON Lines file of this run."""
+        rel = self.relative(path)
+        lines = self._lines.get(rel)
+        if lines is None:
+            if rel in self.written:
+                raise FileExistsError(f"evidence file {rel} exists already; evidence is never overwritten")
+            lines = self._lines[rel] = _Lines(self._open_lines(path, rel))
+            self.line_counts[rel] = 0
+        if lines.fd is None:  # its file could not be created
+            lines.lost += 1
+            self._note_lost(rel, lines, None)
+            return None
+        try:
+            append_all(lines.fd, data)
+        except OSError as exc:
+            truncate_to(lines.fd, lines.size)
+            lines.lost += 1
+            self._note_lost(rel, lines, exc)
+            return None
+        lines.digest.update(data)
+        lines.size += len(data)
+        lines.lines += 1
+        self.line_counts[rel] = lines.lines
+        return f"{rel}#L{lines.lines}"
+
+    def _open_lines(self, path: Path, rel: str) -> int | None:
+        fd: list[int] = []
+
+        def create() -> None:
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            try:
+                fd.append(open_new_append(path))
+            except FileExistsError:
+                raise FileExistsError(f"evidence file {rel} exists already; evidence is never overwritten") from None
+
+        if not self.attempt(path, create):
+            return None
+        self.written[rel] = hashlib.sha256().hexdigest()  # listed from the start; finished at the seal
+        return fd[0]
+
+    def _note_lost(self, rel: str, lines: _Lines, exc: OSError | None) -> None:
+        if exc is not None:
+            self.record_failure(self.root / rel, exc)
+        why = self.unwritten.get(rel, "").split(" (", 1)[0] or "it could not be written"
+        self.unwritten[rel] = f"{why} ({lines.lost} record(s) lost)"
+
+    def finish_lines(self) -> None:
+        """Close the JSON Lines files and put their hashes among the written files (at the seal)."""
+        for rel, lines in self._lines.items():
+            if lines.fd is not None:
+                os.close(lines.fd)
+                lines.fd = None
+                self.written[rel] = lines.digest.hexdigest()
+
     def add_file(self, source: Path, target: Path) -> Path | None:
         """Copy a file another tool wrote (a report) into the tree; ``None`` if it is not there."""
         try:
@@ -342,6 +399,7 @@ class EvidenceTree:
         """
         from .attest import ENVELOPE, statement
 
+        self.finish_lines()
         os.sync()  # every record this run wrote reaches the disk before the manifest that seals it
         with ExitStack() as held:
             try:
@@ -357,6 +415,8 @@ class EvidenceTree:
                 "metadata": dict(metadata),
                 "files": dict(sorted(self.written.items())),
             }
+            if self.line_counts:
+                manifest["lines"] = dict(sorted(self.line_counts.items()))
             if self.unwritten:
                 manifest["unwritten"] = dict(sorted(self.unwritten.items()))
             if latest_found is not None:

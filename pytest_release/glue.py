@@ -1,6 +1,6 @@
 """The pytest glue: loading the plan, collection, budgets, verdicts, the summary.
 
-Everything that decides something lives in plain modules (``plan``, ``checks``, ``runstate``);
+Everything that decides something lives in plain modules (``loader``, ``model``, ``checks``, ``runstate``);
 this module only connects them to pytest's hooks. It is imported only when ``--release-plan`` (or
 the ``release_plan`` ini key) names a plan: ``pytest_release.plugin``, the entry point, registers
 the options and calls the functions here from its hooks (so an ordinary pytest run imports
@@ -28,7 +28,8 @@ from .items import BLOCKED, DEADLINE, EARLY, GRACE, CheckItem, PlanFile
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_budget, metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind, window_budget
-from .plan import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger, load_plan
+from .loader import load_plan
+from .model import DEFAULT_EVIDENCE, METRIC, MONITOR, READINESS, WORKFLOW_STEP, Plan, Trigger
 from .people import People
 from .problems import PlanError
 from .recorder import Recorder
@@ -553,7 +554,7 @@ def terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Conf
         tr.write_line(f"{plan.title}: every required gate that ran passed", green=True, bold=True)
     recorder = config.pluginmanager.get_plugin(RECORDER)
     rollback = recorder.rollback if recorder is not None else None
-    if rollback is not None:
+    if rollback is not None and recorder is not None:
         resumed = f" (resumed the rollback of run {rollback.resumed_from})" if rollback.resumed_from else ""
         if rollback.outcome == "rolled_back":
             asked = " (as asked: exit 0)" if rollback.trigger == "manual_trigger" else ""

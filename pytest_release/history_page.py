@@ -13,14 +13,15 @@ import html
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .delivery import DAY, DEFINITIONS, Metrics, RunFacts, compute, weekly
-from .summary import _COLOURS, BANNERS
+from .fsutil import atomic_write
+from .summary import BANNERS, colour
 
 __all__ = ["INDEX", "PERIODS", "build_index", "load_runs", "render", "write_index"]
 
@@ -95,10 +96,6 @@ def fmt_time(timestamp: float) -> str:
 
 def fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}" if value in (0.0, 1.0) else f"{value:.1%}"
-
-
-def colour(verdict: str | None) -> str:
-    return _COLOURS.get(verdict or "", "#6e7781")
 
 
 def weekly_svg(weeks: Sequence[tuple[float, int, int, int]], width: int = 560, height: int = 160) -> str:
@@ -193,34 +190,21 @@ def _blocks(runs: Sequence[RunFacts], now: float, index_of: dict[str, int]) -> l
     return blocks
 
 
-def _bytecode_cache() -> Any:
-    """Jinja2's per-user bytecode cache (a private folder in the temporary directory, keyed by the
-    template's source): every run renders the page, and compiling the template each time would
-    cost more than rendering it. ``None`` where the folder cannot be made."""
-    import jinja2
-
-    try:
-        return jinja2.FileSystemBytecodeCache()
-    except (OSError, RuntimeError):
-        return None
-
-
 def render(runs: Sequence[RunFacts], *, title: str = "Release history", now: float | None = None) -> str:
-    """The page for ``runs`` (newest first)."""
-    import jinja2
+    """The page for ``runs`` (newest first), from ``templates/history.html.j2``."""
     from markupsafe import Markup
 
+    from .rendering import render as render_template
+
     now = time.time() if now is None else now
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pytest_release", "templates"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined, bytecode_cache=_bytecode_cache())
-    env.filters.update(seconds=fmt_seconds, when=fmt_time, rate=fmt_rate, colour=colour)
     index_of = {r.run_id: i for i, r in enumerate(runs)}
     blocks = _blocks(runs, now, index_of)
     for block in blocks:
         block["weekly"], block["restore"] = Markup(block["weekly"]), Markup(block["restore"])
     outcomes = sorted({r.outcome for r in runs})
-    return env.get_template("history.html.j2").render(
+    filters: dict[str, Callable[..., str]] = {"seconds": fmt_seconds, "when": fmt_time, "rate": fmt_rate, "colour": colour}
+    return render_template(
+        "history.html.j2", filters,
         title=title, runs=runs, blocks=blocks, names=sorted({r.release for r in runs}), outcomes=outcomes,
         banners=BANNERS, periods=PERIODS, definitions=DEFINITIONS, generated=fmt_time(now), all_key=ALL, now=now)
 
@@ -235,7 +219,5 @@ def write_index(root: Path, now: float | None = None) -> Path:
     """Write ``root/index.html`` atomically (a reader sees the old page or the new one)."""
     text = build_index(root, now)
     path = root / INDEX
-    temp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    temp.write_text(text, "utf-8")
-    os.replace(temp, path)
+    atomic_write(path, text.encode("utf-8"))
     return path

@@ -12,16 +12,16 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from concurrent.futures import TimeoutError as FutureTimeout
 
+import pytest
+
 if TYPE_CHECKING:
-    pass
+    from concurrent.futures import Future
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
-from .plan import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
+from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
 from .secrets import redact, redact_value
 from .units import format_duration
 
@@ -30,7 +30,7 @@ __all__ = ["CheckFailed", "CheckItem", "PlanFile", "check_properties", "gate_che
 DEADLINE = pytest.StashKey[float]()
 BLOCKED = pytest.StashKey[str]()
 #: The future of this item's check when its gate's checks were started together (fan-out).
-EARLY = pytest.StashKey["Future[CheckResult]"]()
+EARLY: pytest.StashKey[Future[CheckResult]] = pytest.StashKey()
 #: Added to the budget left before a check is stopped: the check's own socket and subprocess
 #: timeouts end it first; pytest-timeout's signal (or, for a check started early, no longer
 #: waiting for it) is the backstop for a check that hangs.

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
-from .plan import METRIC, Plan
+from .model import METRIC, Plan
 from .units import format_duration
 
 __all__ = ["metric_kind", "metric_budget"]

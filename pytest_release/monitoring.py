@@ -38,7 +38,7 @@ from typing import Any
 
 from . import notify
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
-from .plan import MONITOR, CheckSpec, MonitorMetric, Plan, Target, Task
+from .model import MONITOR, CheckSpec, MonitorMetric, Plan, Target, Task
 from .prometheus import PrometheusError, instant_query
 from .runstate import RunState
 from .units import format_duration

@@ -37,7 +37,6 @@ import hmac
 import http.client
 import json
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .model import Receiver
 from .secrets import MASK, redact, redact_value
 from .units import DURATION_SCHEMA, parse_duration
 
@@ -125,18 +125,6 @@ NOTIFICATION_SCHEMA: dict[str, Any] = {
          "then": {"properties": {"data": {"required": ["outcome", "banner", "exit_status", "stages", "failed"]}}}},
     ],
 }
-
-
-@dataclass(frozen=True)
-class Receiver:
-    name: str
-    url: str
-    format: str
-    secret: str | None
-    events: tuple[str, ...]
-    timeout: float
-    retries: int
-    line: int = 0
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -241,7 +229,7 @@ class Attempt:
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int | None, str | None]:
     """POST ``body``; (status, None) or (None, why). Connect, request and answer together end at
     ``timeout``: a watchdog shuts the socket down then, however slowly the other side answers."""
-    from .checks.http import watch
+    from .http import tls_context, watch
 
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -254,7 +242,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> t
         guard.attach(sock=raw)
         sock: socket.socket = raw
         if parts.scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+            sock = tls_context().wrap_socket(raw, server_hostname=host)
         conn = http.client.HTTPConnection(host, port, timeout=max(deadline - time.monotonic(), 0.001))
         conn.sock = sock
         path = parts.path or "/"

@@ -59,7 +59,7 @@ class People:
         if props.get("release_check") != "monitoring_metric":
             return
         try:
-            measured = json.loads(props.get("measured") or "{}")
+            measured = json.loads(str(props.get("measured") or "{}"))
         except ValueError:
             return
         for alert in measured.get("alerts") or []:

@@ -13,7 +13,7 @@ warning gate's failure as the skip it becomes), and in the terminal summary's or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 #: Where evidence goes without ``--release-evidence-dir`` or ``release.evidence``
-#: (``pytest_release.plan.DEFAULT_EVIDENCE``, written out here so the help text costs no import).
+#: (``pytest_release.model.DEFAULT_EVIDENCE``, written out here so the help text costs no import).
 DEFAULT_EVIDENCE = "evidence/release"
 
 #: The glue module, once a plan is given.
@@ -127,7 +127,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     glue = _glue(item.config)
     if glue is not None:
         glue.before_protocol(item)
@@ -135,8 +135,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     glue = _glue(item.config)
     return report if glue is None else glue.make_report(item, call, report)
 

@@ -1,8 +1,8 @@
 """A small client for Prometheus's HTTP API: one instant query, one number.
 
 ``instant_query(url, query, timeout=...)`` GETs ``{url}/api/v1/query?query=...`` (``url`` is the
-Prometheus base URL, with its path prefix if it has one) over the shared keep-alive pool of the
-``health`` check, and returns the query's value as a float:
+Prometheus base URL, with its path prefix if it has one) over the shared keep-alive pool of
+:mod:`pytest_release.http`, and returns the query's value as a float:
 
 - a ``scalar`` result: its value;
 - a ``vector`` of exactly one sample: that sample's value;
@@ -29,8 +29,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from .checks.health import http_pool, read_body
-from .checks.http import guarded
+from .http import connect_reason, guarded, http_pool, read_body
 
 __all__ = ["PrometheusError", "instant_query"]
 
@@ -72,7 +71,7 @@ def _get_json(endpoint: str, fields: dict[str, str], timeout: float, verify: boo
             else:
                 body = read_body(response, deadline, MAX_BODY)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
-        raise PrometheusError(f"cannot connect to Prometheus at {endpoint}: {_reason(exc)}") from None
+        raise PrometheusError(f"cannot connect to Prometheus at {endpoint}: {connect_reason(exc)}") from None
     except (TimeoutError, urllib3.exceptions.TimeoutError):
         raise PrometheusError(f"Prometheus at {endpoint} gave no answer within {timeout:g}s") from None
     except urllib3.exceptions.HTTPError as exc:
@@ -153,12 +152,6 @@ def _labels(sample: object) -> str:
     name = metric.get("__name__", "")
     labels = ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(metric.items()) if key != "__name__")
     return f"{name}{{{labels}}}"
-
-
-def _reason(exc: Exception) -> str:
-    """The OS's words for a failed connection, without urllib3's object reprs."""
-    text = str(exc)
-    return text.rpartition("Failed to establish a new connection: ")[2] or text
 
 
 def _one_line(text: str) -> str:

@@ -2,7 +2,8 @@
 
 Registered in ``pytest_configure`` only on the controller (never on an xdist worker), like
 pytest-html's reporter. It learns everything from test reports (their user properties), writes a
-JSON record per check as each one finishes, and at the end of the session the gate, stage and run
+JSON record per check as each one finishes (a line of its gate's
+``records.jsonl``), and at the end of the session the gate, stage and run
 records, the release summary (into the HTML report, the terminal and ``GITHUB_STEP_SUMMARY``),
 copies of the JUnit and HTML reports, and the manifest that seals the run.
 
@@ -32,10 +33,10 @@ from . import __version__
 from .analytics import AnalyticsRun, default_store, run_analytics, trends_html
 from .attest import test_result
 from .checks import CheckKind
-from .evidence import EvidenceTree, SealError, utc_iso
+from .evidence import RECORDS, EvidenceTree, SealError, utc_iso
 from .items import planned_checks
 from .people import history_after_seal
-from .plan import METRIC, MONITOR, Plan
+from .model import METRIC, MONITOR, Plan
 from .runstate import Record, RunState
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
@@ -118,6 +119,7 @@ class Recorder:
         self.session: pytest.Session | None = None
         self.analytics: AnalyticsRun | None = None
         self.rollback_timing: dict[str, Any] | None = None
+        self._records_paths: dict[tuple[str, str, str], Path] = {}
 
     # -- records --------------------------------------------------------------------------------
 
@@ -129,6 +131,21 @@ class Recorder:
     def write(self, path: Path, record: dict[str, Any]) -> Path | None:
         """Write a record through the tree's guarded path (``None``: it could not be written)."""
         return self.tree.write_json(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
+
+    def append(self, path: Path, record: dict[str, Any]) -> str | None:
+        """Append a check record to its gate's JSON Lines file; its reference (``PATH#LN``)."""
+        return self.tree.append_record(path, redact_value(record, self.plan.secrets))  # type: ignore[arg-type]
+
+    def _records_path(self, outcome: CheckOutcome) -> Path:
+        """The JSON Lines file of ``outcome``'s gate: ``FOLDER/RUN_ID/STAGE/GATE/records.jsonl``."""
+        key = (outcome.kind, outcome.stage, outcome.gate)
+        path = self._records_paths.get(key)
+        if path is None:
+            folder = ("gates" if outcome.gate == "rollback_gate" else
+                      "validation/metrics" if outcome.kind == METRIC else
+                      "monitoring/metrics" if outcome.kind == MONITOR else "validation/gates")
+            path = self._records_paths[key] = self.tree.path(folder, outcome.stage, outcome.gate, RECORDS)
+        return path
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.session = session
@@ -172,18 +189,13 @@ class Recorder:
             # The window runs before the item's own phases (outside capture, for the live line):
             # its time is the window's.
             outcome.start = min(outcome.start, outcome.end - float(outcome.measured["window_s"]))
-        folder = ("gates" if outcome.gate == "rollback_gate" else
-                  "validation/metrics" if outcome.kind == METRIC else
-                  "monitoring/metrics" if outcome.kind == MONITOR else "validation/gates")
-        path = self.tree.path(folder, outcome.stage, outcome.gate, f"{outcome.name}.json")
         record = {**self.envelope("check"), "nodeid": outcome.nodeid, "stage": outcome.stage,
                   "gate": outcome.gate, "check": outcome.name, "kind": outcome.kind, "target": outcome.target,
                   "required": outcome.required, "params": outcome.params, "measured": outcome.measured,
                   "expected": outcome.expected, "verdict": outcome.verdict, "summary": outcome.summary,
                   "message": outcome.message, "start": utc_iso(outcome.start), "end": utc_iso(outcome.end),
                   "duration_s": round(outcome.duration, 6), "worker": outcome.worker}
-        written = self.write(path, record)
-        outcome.record = self.tree.relative(written) if written is not None else None
+        outcome.record = self.append(self._records_path(outcome), record)
         if outcome.kind == MONITOR:
             self._monitoring_records(outcome)
 
@@ -234,7 +246,7 @@ class Recorder:
         report.location = (head, None, rest)  # shown as the check, not as the plan file
         if not required:  # like any failure in a gate with required: false, a warning
             report.outcome = "skipped"
-            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"  # type: ignore[attr-defined]
+            report.wasxfail = f"warning (gate {dict(props)['release_gate']} is not required): {why}"
         if self.state is not None:
             record = Record(report.nodeid, dict(props)["release_stage"], dict(props)["release_gate"], verdict, why)
             try:
@@ -350,7 +362,8 @@ class Recorder:
         def link(check: CheckOutcome) -> str | None:
             if not check.record:
                 return None
-            return Path(os.path.relpath(self.tree.root / check.record, html_path)).as_posix()
+            rel, _, line = check.record.partition("#")
+            return Path(os.path.relpath(self.tree.root / rel, html_path)).as_posix() + (f"#{line}" if line else "")
 
         prefix.append(redact(render_html(self._summary(session), link), self.plan.secrets))
         if self.analytics is not None:
@@ -389,8 +402,9 @@ class Recorder:
             return result
         self._report_end(summary)
         history = history_after_seal(self.tree.root)  # EVIDENCE/index.html, every sealed run
-        if self.config.pluginmanager.get_plugin("terminalreporter") is not None:
-            self.config.pluginmanager.get_plugin("terminalreporter").write_line(history)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(history)
         session.exitstatus = final_exit_status(int(session.exitstatus), self.rollback, bool(self.tree.unwritten))
         return result
 

@@ -5,16 +5,26 @@ Every record has the same envelope (``record`` kind, ``schema_version``, ``run_i
 reports' user properties, the plan model), so they can be built on the xdist controller from the
 reports alone. ``RECORD_SCHEMA`` ships in the package; ``python -m pytest_release schema --records``
 prints it.
+
+A check's record is one line of its gate's JSON Lines file (``.../STAGE/GATE/records.jsonl``);
+every other record is a JSON file of its own. A reference to a check record (a gate's ``checks``,
+the summary's ``attention``, an alert's ``metric_record``) is ``PATH#LN``: the file, relative to
+the evidence directory, and the line, counted from 1. :func:`read_lines`, :func:`check_records`
+and :func:`resolve` read them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORD_SCHEMA", "SCHEMA_VERSION", "VERDICTS", "gate_verdict"]
+__all__ = ["RECORDS", "RECORD_SCHEMA", "SCHEMA_VERSION", "VERDICTS", "check_records", "gate_verdict", "read_lines", "resolve"]
 
 SCHEMA_VERSION = 1
+#: The name of a gate's JSON Lines file of check records.
+RECORDS = "records.jsonl"
 
 #: A check's verdicts; a gate's add ``not_run`` (none of its checks ran).
 VERDICTS = ("passed", "failed", "warning", "skipped")
@@ -196,3 +206,30 @@ def gate_verdict(verdicts: Iterable[str], required: bool) -> str:
     if "passed" in seen:
         return "passed"
     return "not_run"
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, in order (``ValueError`` names a line that does not parse)."""
+    records = []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}: line {number} is not JSON: {exc}") from None
+    return records
+
+
+def check_records(root: Path, run_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every check record of a run (``None``: of every run) under the evidence directory ``root``,
+    file by file (sorted by path), line by line."""
+    for path in sorted(root.glob(f"**/{run_id}/**/{RECORDS}" if run_id else f"**/{RECORDS}")):
+        yield from read_lines(path)
+
+
+def resolve(root: Path, reference: str) -> dict[str, Any]:
+    """The record a reference (``PATH#LN``, or a plain ``PATH`` of a JSON file) points to."""
+    rel, _, line = reference.partition("#")
+    if not line:
+        return dict(json.loads((root / rel).read_bytes()))
+    return read_lines(root / rel)[int(line.removeprefix("L")) - 1]

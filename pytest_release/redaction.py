@@ -18,7 +18,7 @@ holds a secret:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any, TextIO
 
 import pytest
@@ -99,16 +99,20 @@ class Redaction:
         return active()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-        report: pytest.TestReport = yield  # type: ignore[misc]
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
         scrub_report(report, self.redactor)
-        return report  # type: ignore[return-value]
+        return report
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_make_collect_report(self, collector: pytest.Collector) -> Iterator[None]:
-        report: pytest.CollectReport = yield  # type: ignore[misc]
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        report = yield
         scrub_report(report, self.redactor)
-        return report  # type: ignore[return-value]
+        return report
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -129,8 +133,8 @@ def install(config: pytest.Config, secrets: Iterable[str]) -> None:
         return
     config.pluginmanager.register(Redaction(), NAME)
     streams = (sys.stdout, sys.stderr)
-    sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
-    sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout = RedactingStream(sys.stdout)
+    sys.stderr = RedactingStream(sys.stderr)
 
     def restore() -> None:
         if isinstance(sys.stdout, RedactingStream):

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+
+from .fsutil import atomic_write, write_new
 
 __all__ = ["Record", "RunState"]
 
@@ -74,10 +75,7 @@ class RunState:
         self._write(record)
 
     def _write(self, record: Record) -> None:
-        final = self._file(record.nodeid)
-        temp = final.with_suffix(f".{os.getpid()}.tmp")
-        temp.write_text(json.dumps(record.__dict__), "utf-8")
-        os.replace(temp, final)
+        atomic_write(self._file(record.nodeid), json.dumps(record.__dict__).encode("utf-8"))
 
     def _read(self, nodeid: str) -> Record | None:
         if nodeid not in self._records:
@@ -98,7 +96,7 @@ class RunState:
             self._claims[key] = True
             return True
         try:
-            os.close(os.open(self._file(f"claim:{key}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            write_new(self._file(f"claim:{key}"), b"")
             self._claims[key] = True
         except FileExistsError:
             self._claims[key] = False
@@ -107,17 +105,14 @@ class RunState:
     def publish(self, key: str, data: dict[str, Any]) -> None:
         """Hand ``data`` to the processes that wait for ``key`` (nothing to do without xdist)."""
         if self.wait_for_others:
-            final = self._file(f"result:{key}")
-            temp = final.with_suffix(f".{os.getpid()}.tmp")
-            temp.write_text(json.dumps(data, default=str), "utf-8")
-            os.replace(temp, final)
+            atomic_write(self._file(f"result:{key}"), json.dumps(data, default=str).encode("utf-8"))
 
     def wait_published(self, key: str, deadline: float) -> dict[str, Any] | None:
         """What another process published for ``key``, waiting until ``deadline`` (monotonic)."""
         path = self._file(f"result:{key}")
         while True:
             try:
-                return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+                return json.loads(path.read_text("utf-8"))
             except (OSError, ValueError):
                 if time.monotonic() >= deadline:
                     return None

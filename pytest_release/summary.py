@@ -5,13 +5,12 @@ works on the xdist controller), rendered for the HTML report, the terminal and C
 
 from __future__ import annotations
 
-import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import MONITOR, Plan
+from .model import MONITOR, Plan
 from .records import gate_verdict
 from .rollback.runner import RollbackResult
 
@@ -107,8 +106,8 @@ def summarize(plan: Plan, selected: Sequence[str] | None, outcomes: Mapping[str,
               exit_status: int, rollback: RollbackResult | None = None) -> RunSummary:
     """The run's summary from the plan and the outcomes of its checks (by node id)."""
     by_gate: dict[tuple[str, str], list[CheckOutcome]] = {}
-    for outcome in outcomes.values():
-        by_gate.setdefault((outcome.stage, outcome.gate), []).append(outcome)
+    for check in outcomes.values():
+        by_gate.setdefault((check.stage, check.gate), []).append(check)
     stages = []
     for stage in plan.stages:
         gates = []
@@ -149,10 +148,17 @@ def _stage(name: str, gates: list[GateSummary], selected: Sequence[str] | None) 
 
 # -- rendering ----------------------------------------------------------------------------------
 
-_COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
-            "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
-            "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
-            "error": "#cf222e"}
+#: The colour of each verdict and outcome in the HTML report and the history page.
+COLOURS = {"passed": "#1a7f37", "released": "#1a7f37", "failed": "#cf222e", "blocked": "#cf222e",
+           "warning": "#9a6700", "skipped": "#6e7781", "not_run": "#6e7781", "not_selected": "#6e7781",
+           "rollback_failed": "#cf222e", "rolled_back": "#9a6700", "interrupted": "#cf222e",
+           "error": "#cf222e"}
+GREY = "#6e7781"
+
+
+def colour(verdict: str | None) -> str:
+    """The colour of a verdict or outcome (grey for one it does not know)."""
+    return COLOURS.get(verdict or "", GREY)
 
 
 def _plain(values: Mapping[str, Any]) -> str:
@@ -161,115 +167,87 @@ def _plain(values: Mapping[str, Any]) -> str:
                      if not isinstance(v, list)) or "-"
 
 
-def _badge(verdict: str) -> str:
-    colour = _COLOURS.get(verdict, "#6e7781")
-    return (f'<span class="release-verdict" style="color:#fff;background:{colour};border-radius:3px;'
-            f'padding:0 6px">{html.escape(verdict.replace("_", " "))}</span>')
+def render_html(summary: RunSummary, link: Callable[[CheckOutcome], str | None]) -> str:
+    """The summary as an HTML fragment for pytest-html (``templates/summary.html.j2``);
+    ``link(check)`` gives a check record's URL."""
+    from .rendering import render
+
+    checks = [c for st in summary.stages for g in st.gates for c in g.checks]
+    latency = [(c, latency_chart(c.measured["latency_histogram"])) for c in checks
+               if isinstance(c.measured.get("latency_histogram"), list)]
+    windows = []
+    for check in checks:
+        if check.kind != MONITOR or not check.measured.get("samples_detail"):
+            continue
+        fired = [a for a in check.measured.get("alerts") or [] if a.get("fired")]
+        alerts = "; ".join(f"alert {a['alert']} fired at {a['at_s']}s ({a['share']:.1%} good < "
+                           f"{a['threshold']:.1%} over {a['window_s']}s)" for a in fired)
+        chart = samples_chart(check.measured["samples_detail"], float(check.expected.get("window_s") or 0),
+                              [float(a["at_s"]) for a in fired])
+        windows.append((check, chart, alerts))
+    attention = [(check, link(check)) for check in summary.attention()]
+    return render("summary.html.j2", {"colour": colour, "plain": _plain},
+                  summary=summary, latency=latency, windows=windows, attention=attention)
 
 
-def render_html(summary: RunSummary, link: Any) -> str:
-    """The summary as an HTML fragment for pytest-html; ``link(check)`` gives a check record's URL."""
-    esc = html.escape
-    colour = _COLOURS.get(summary.outcome, "#6e7781")
-    parts = [
-        '<section id="release-summary" style="margin:1em 0">',
-        f'<div id="release-banner" style="background:{colour};color:#fff;font-size:1.6em;font-weight:bold;'
-        f'padding:0.5em 0.8em;border-radius:4px">{esc(summary.banner)}: {esc(summary.title)}</div>',
-        '<h3>Stages</h3><table id="release-stages" style="border-collapse:collapse">',
-        "<tr><th align=left>stage</th><th align=left>gate</th><th align=left>verdict</th>"
-        "<th align=right>duration</th><th align=left>checks</th></tr>",
-    ]
-    for stage in summary.stages:
-        parts.append(f"<tr style='border-top:1px solid #ccc'><td><b>{esc(stage.name)}</b></td><td></td>"
-                     f"<td>{_badge(stage.verdict)}</td><td></td><td>{esc(stage.reason)}</td></tr>")
-        for gate in stage.gates:
-            counts = ", ".join(f"{n} {v}" for v, n in sorted(gate.counts().items()))
-            required = "" if gate.required else " (not required)"
-            parts.append(f"<tr><td></td><td>{esc(gate.name)}{required}</td><td>{_badge(gate.verdict)}</td>"
-                         f"<td align=right>{gate.duration:.2f}s</td><td>{esc(counts)}</td></tr>")
-    parts.append("</table>")
-    if summary.rollback is not None:
-        rollback = summary.rollback
-        resumed = f" (resumed from run {esc(rollback.resumed_from)})" if rollback.resumed_from else ""
-        parts += [f"<h3>Rollback: {esc(rollback.trigger)}{resumed}</h3><p>{esc(rollback.reason)}</p>",
-                  '<table id="release-rollback" style="border-collapse:collapse">',
-                  "<tr><th align=left>step</th><th align=left>action</th><th align=left>verdict</th>"
-                  "<th align=right>duration</th><th align=left>summary</th></tr>"]
-        for step in rollback.steps:
-            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{esc(step.key)}</td>"
-                         f"<td>{esc(step.action or '-')}</td><td>{_badge(step.verdict)}</td>"
-                         f"<td align=right>{step.end - step.start:.2f}s</td><td>{esc(step.result.summary)}</td></tr>")
-        parts.append("</table>")
-    charts = [c for st in summary.stages for g in st.gates for c in g.checks
-              if isinstance(c.measured.get("latency_histogram"), list)]
-    if charts:
-        parts.append('<h3>Latency distributions</h3><div id="release-latency">')
-        for check in charts:
-            figures = ", ".join(f"{p} {check.measured.get(f'{p}_ms')}ms" for p in ("p50", "p95", "p99"))
-            parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>"
-                         f"{latency_svg(check.measured['latency_histogram'])}"
-                         f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
-                         f"{esc(figures)} {_badge(check.verdict)}</figcaption></figure>")
-        parts.append("</div>")
-    windows = [c for st in summary.stages for g in st.gates for c in g.checks
-               if c.kind == MONITOR and c.measured.get("samples_detail")]
-    if windows:
-        parts.append('<h3>Monitoring windows</h3><div id="release-monitoring">')
-        for check in windows:
-            fired = [a for a in check.measured.get("alerts") or [] if a.get("fired")]
-            alerts = "; ".join(f"alert {a['alert']} fired at {a['at_s']}s ({a['share']:.1%} good < "
-                               f"{a['threshold']:.1%} over {a['window_s']}s)" for a in fired)
-            chart = samples_svg(check.measured["samples_detail"], float(check.expected.get("window_s") or 0),
-                                [float(a["at_s"]) for a in fired])
-            parts.append(f"<figure style='display:inline-block;margin:0 1em 1em 0'>{chart}"
-                         f"<figcaption>{esc(check.stage)}::{esc(check.gate)}::{esc(check.name)}: "
-                         f"{esc(check.summary)} {_badge(check.verdict)}"
-                         f"{'<br>' + esc(alerts) if alerts else ''}</figcaption></figure>")
-        parts.append("</div>")
-    attention = summary.attention()
-    if attention:
-        parts += ['<h3>Failed and warning checks: measured against expected</h3>',
-                  '<table id="release-attention" style="border-collapse:collapse">',
-                  "<tr><th align=left>check</th><th align=left>verdict</th><th align=left>measured</th>"
-                  "<th align=left>expected</th><th align=left>summary</th></tr>"]
-        for check in attention:
-            url = link(check)
-            name = f"{check.stage}::{check.gate}::{check.name}"
-            cell = f'<a href="{esc(url)}">{esc(name)}</a>' if url else esc(name)
-            parts.append(f"<tr style='border-top:1px solid #ccc'><td>{cell}</td><td>{_badge(check.verdict)}</td>"
-                         f"<td>{esc(_plain(check.measured))}</td><td>{esc(_plain(check.expected))}</td>"
-                         f"<td>{esc(check.summary)}</td></tr>")
-        parts.append("</table>")
-    parts.append("</section>")
-    return "".join(parts)
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    height: float
+    upper: float  # the bucket's upper bound, ms
+    count: int
+    labelled: bool  # its bound is written under the axis
 
 
-def latency_svg(histogram: Sequence[Sequence[float]], width: int = 360, height: int = 140) -> str:
-    """An inline SVG bar chart of a latency histogram: ``[[upper bound ms, count], ...]``."""
-    bars = [(float(upper), int(count)) for upper, count in histogram if count is not None]
-    if not bars:
-        return ""
-    top = max(count for _, count in bars) or 1
-    step = (width - 40) / len(bars)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="release-latency-chart" width="{width}" '
-             f'height="{height}" role="img" aria-label="latency distribution">',
-             f'<line x1="30" y1="{height - 20}" x2="{width - 5}" y2="{height - 20}" stroke="#888"/>']
-    for index, (upper, count) in enumerate(bars):
-        bar = (height - 35) * count / top
-        x = 32 + index * step
-        parts.append(f'<rect x="{x:.1f}" y="{height - 20 - bar:.1f}" width="{max(step - 2, 1):.1f}" '
-                     f'height="{bar:.1f}" fill="#4a7fd1"><title>&lt;= {upper:g}ms: {count}</title></rect>')
-        if index % max(len(bars) // 6, 1) == 0:
-            parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="9">{upper:g}</text>')
-    parts.append(f'<text x="2" y="12" font-size="9">{top}</text><text x="{width - 30}" y="{height - 6}" '
-                 'font-size="9">ms</text></svg>')
-    return "".join(parts)
+@dataclass(frozen=True)
+class LatencyChart:
+    """A latency histogram's bar chart (``charts.html.j2``)."""
+
+    width: int
+    height: int
+    top: int  # the highest count
+    bar_width: float
+    bars: list[Bar]
 
 
-def samples_svg(samples: Sequence[Mapping[str, Any]], window: float, alerts: Sequence[float],
-                width: int = 420, height: int = 90) -> str:
-    """An inline SVG timeline of a monitoring window: one dot per sample at its time (green good,
-    red bad; a Prometheus sample at its value's height), a dashed red line where an alert fired."""
+def latency_chart(histogram: Sequence[Sequence[float]], width: int = 360, height: int = 140) -> LatencyChart | None:
+    """The bars of a latency histogram: ``[[upper bound ms, count], ...]``; ``None`` without one."""
+    buckets = [(float(upper), int(count)) for upper, count in histogram if count is not None]
+    if not buckets:
+        return None
+    top = max(count for _, count in buckets) or 1
+    step = (width - 40) / len(buckets)
+    every = max(len(buckets) // 6, 1)
+    bars = [Bar(32 + index * step, (height - 35) * count / top, upper, count, index % every == 0)
+            for index, (upper, count) in enumerate(buckets)]
+    return LatencyChart(width, height, top, max(step - 2, 1), bars)
+
+
+@dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    good: bool
+    t_s: object
+    check: object
+    summary: object
+
+
+@dataclass(frozen=True)
+class SamplesChart:
+    """A monitoring window's timeline (``charts.html.j2``)."""
+
+    width: int
+    height: int
+    span: float  # seconds the x axis covers
+    dots: list[Dot]
+    alerts: list[float]  # x of each alert that fired
+
+
+def samples_chart(samples: Sequence[Mapping[str, Any]], window: float, alerts: Sequence[float],
+                  width: int = 420, height: int = 90) -> SamplesChart:
+    """A monitoring window's timeline: one dot per sample at its time (green good, red bad; a
+    Prometheus sample at its value's height), a dashed red line where an alert fired."""
     span = max([window, *(float(s["t_s"]) for s in samples), *alerts, 0.001])
     numeric = [float(s["value"]) for s in samples if isinstance(s.get("value"), (int, float))]
     low, high = (min(numeric), max(numeric)) if numeric else (0.0, 1.0)
@@ -283,21 +261,8 @@ def samples_svg(samples: Sequence[Mapping[str, Any]], window: float, alerts: Seq
             return height - 20 - (height - 35) * (float(value) - low) / (high - low)
         return height / 2 - 5 if sample["good"] else height - 25
 
-    esc = html.escape
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="release-samples-chart" width="{width}" '
-             f'height="{height}" role="img" aria-label="monitoring samples">',
-             f'<line x1="10" y1="{height - 15}" x2="{width - 10}" y2="{height - 15}" stroke="#888"/>']
-    for sample in samples:
-        colour = "#1a7f37" if sample["good"] else "#cf222e"
-        parts.append(f'<circle cx="{x(float(sample["t_s"])):.1f}" cy="{y(sample):.1f}" r="3" fill="{colour}">'
-                     f'<title>{esc(str(sample["t_s"]))}s {esc(str(sample["check"]))}: '
-                     f'{esc(str(sample["summary"]))}</title></circle>')
-    for at in alerts:
-        parts.append(f'<line class="release-alert" x1="{x(at):.1f}" y1="5" x2="{x(at):.1f}" y2="{height - 15}" '
-                     'stroke="#cf222e" stroke-dasharray="4 2"/>')
-    parts.append(f'<text x="10" y="{height - 3}" font-size="9">0s</text><text x="{width - 40}" y="{height - 3}" '
-                 f'font-size="9">{span:g}s</text></svg>')
-    return "".join(parts)
+    dots = [Dot(x(float(s["t_s"])), y(s), bool(s["good"]), s["t_s"], s["check"], s["summary"]) for s in samples]
+    return SamplesChart(width, height, span, dots, [x(at) for at in alerts])
 
 
 def render_markdown(summary: RunSummary, evidence: str, history: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Units of the plan format: durations and thresholds.
+"""Units of the plan format: durations and thresholds (and byte counts, shown to people).
 
 A duration is a bare number of seconds (``300``, ``0.5``) or a number with a unit suffix:
 ``ms``, ``s``, ``m``, ``h``, ``d`` (``250ms``, ``30s``, ``5m``, ``90d``), at most
@@ -19,7 +19,7 @@ import re
 import jsonschema
 
 __all__ = ["DURATION_FORMAT", "DURATION_PATTERN", "DURATION_SCHEMA", "ENV_SCHEMA", "FORMAT_CHECKER", "MAX_DURATION",
-           "THRESHOLD_SCHEMA", "format_duration", "parse_duration"]
+           "THRESHOLD_SCHEMA", "format_bytes", "format_duration", "parse_duration"]
 
 #: The longest duration a plan may give, in seconds: 366 days.
 MAX_DURATION = 366 * 86400.0
@@ -104,3 +104,11 @@ def format_duration(seconds: float) -> str:
         if seconds >= factor and seconds % factor == 0:
             return f"{seconds / factor:g}{unit}"
     return f"{seconds:g}s"
+
+
+def format_bytes(count: int) -> str:
+    """``1048576 bytes (1 MiB)``: exact, then readable."""
+    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if count >= size:
+            return f"{count} bytes ({count / size:.3g} {unit})"
+    return f"{count} bytes"

@@ -29,7 +29,7 @@ from typing import Any
 
 from .checks import CheckContext, CheckKind, CheckResult
 from .deadline import call_with_deadline
-from .plan import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Step, Workflow
+from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Step, Workflow
 from .problems import Problem
 from .rollback.actions import ACTIONS, StepContext, StepResult
 from .units import format_duration
@@ -101,7 +101,7 @@ def select_workflow(plan: Plan, name: str) -> tuple[Plan, WorkflowRun]:
                         else f"the rollback procedures' {s.name} steps") for s in workflow.steps]
         return plan, WorkflowRun(workflow, phases, True)
     by_name = {s.name: s for s in plan.stages}
-    phases: list[Phase] = []
+    phases = []
     stages: list[Stage] = []
     workflow_gates: dict[str, Gate] = {}
     for step in workflow.steps:

@@ -26,9 +26,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import yaml
 
+from .model import Mark
 from .problems import Problem, format_path
 from .secrets import MIN_LENGTH
 
@@ -44,14 +46,6 @@ _PLAIN_TAGS = {
     for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 }
 _ENV_RE = re.compile(r"\$\{(env|var):([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A 1-based position in a file."""
-
-    line: int
-    col: int
 
 
 @dataclass
@@ -135,7 +129,7 @@ def load_yaml_text(
     try:
         node = loader.get_single_node()
     except _Limit as exc:
-        doc.problems.append(Problem(display, exc.mark.line + 1, exc.mark.column + 1, "(yaml)", exc.message))
+        doc.problems.append(Problem(display, exc.line + 1, exc.column + 1, "(yaml)", exc.message))
         return doc
     except yaml.reader.ReaderError as exc:
         doc.problems.append(_reader_problem(display, text, exc))
@@ -200,13 +194,21 @@ _SECRETISH = re.compile(r"((?:pass(?:word|wd)?|secret|token|api[_-]?key|key|cred
 _USERINFO = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
-class _Limit(Exception):
-    """A limit hit while composing: too deep, too many values."""
+class _Position(Protocol):
+    """Where a YAML event starts: PyYAML's mark, from its Python or its C parser."""
 
-    def __init__(self, message: str, mark: yaml.Mark) -> None:
+    line: int
+    column: int
+
+
+class _Limit(Exception):
+    """A limit hit while composing: too deep, too many values (where: 0-based line and column)."""
+
+    def __init__(self, message: str, mark: _Position | None) -> None:
         super().__init__(message)
         self.message = message
-        self.mark = mark
+        self.line = mark.line if mark is not None else 0
+        self.column = mark.column if mark is not None else 0
 
 
 class _Loader(yaml.SafeLoader):
@@ -224,7 +226,7 @@ class _Loader(yaml.SafeLoader):
         self.max_nodes = max_nodes
         self.max_depth = max_depth
 
-    def _too_deep(self, mark: yaml.Mark) -> _Limit:
+    def _too_deep(self, mark: _Position | None) -> _Limit:
         return _Limit(f"nested deeper than {self.max_depth} levels (limit: {self.max_depth})", mark)
 
     def fetch_flow_collection_start(self, TokenClass: type) -> None:
@@ -242,14 +244,14 @@ class _Loader(yaml.SafeLoader):
         if self.depth >= self.max_depth:
             raise self._too_deep(event.start_mark)
         if isinstance(event, yaml.AliasEvent):
-            node = super().compose_node(parent, index)
+            node = self._compose(parent, index)
             self._count(self.sizes.get(id(node), 1), event.start_mark, alias=True)
-            return node  # type: ignore[no-any-return]
+            return node
         self.nodes += 1
         self._count(1, event.start_mark, alias=False)
         self.depth += 1
         try:
-            node = super().compose_node(parent, index)
+            node = self._compose(parent, index)
         finally:
             self.depth -= 1
         if isinstance(node, yaml.MappingNode):
@@ -260,9 +262,17 @@ class _Loader(yaml.SafeLoader):
             size = 1
         if size > 1:
             self.sizes[id(node)] = size
-        return node  # type: ignore[no-any-return]
+        return node
 
-    def _count(self, size: int, mark: yaml.Mark, *, alias: bool) -> None:
+    def _compose(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        # The stubs say index is an int and the result may be None: PyYAML passes the key node as
+        # the index of a mapping's value, and returns a node for every event it composes.
+        node = super().compose_node(parent, index)  # type: ignore[arg-type]
+        if node is None:
+            raise yaml.composer.ComposerError(None, None, "no node where one was expected", None)
+        return node
+
+    def _count(self, size: int, mark: _Position | None, *, alias: bool) -> None:
         self.expanded += size
         if self.expanded <= self.max_nodes:
             return

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_release.checks import BUILTIN_KINDS, CheckContext, CheckResult
-from pytest_release.plan import Target, target_kind
+from pytest_release.model import Target, target_kind
 from pytest_release.prometheus import PrometheusError, instant_query
 from pytest_release.yamldoc import Mark
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import HERE, Example
+from pytest_release.records import check_records
 from test_monitoring import _run_with_fault
 
 PlanWriter = Callable[..., Path]
@@ -323,8 +324,8 @@ def test_a_slow_start_is_waited_for_not_rolled_back(pytester: pytest.Pytester, w
     assert not (pytester.path / "rolled-back").exists()
     result.stdout.fnmatch_lines(["*shop 2.0.0: every required gate that ran passed*"])
     evidence = pytester.path / "evidence" / "release"
-    records = {p.name: json.loads(p.read_text()) for p in
-               (evidence / "validation" / "gates" / _latest(evidence) / "release").rglob("*.json")}
+    records = {f"{r['check']}.json": r for r in check_records(evidence / "validation" / "gates", _latest(evidence))
+               if r["stage"] == "release"}
     assert records["health[api].json"]["measured"]["attempts"] > 1  # it really waited for the service
     assert all(r["verdict"] == "passed" for r in records.values() if r.get("record") == "check"), records
     # Each other check started once the readiness check had passed.
@@ -358,8 +359,7 @@ def test_a_service_that_never_becomes_ready_fails_the_other_checks_unrun(
         result.stdout.fnmatch_lines([f"FAILED *::release::service_validation::{other}: not run: the service never "
                                      "became ready (health[[]api[]] failed: *"])
     evidence = pytester.path / "evidence" / "release"
-    record = json.loads(next((evidence / "validation" / "gates" / _latest(evidence)).rglob("performance[[]api].json"))
-                        .read_text())
+    record = next(r for r in check_records(evidence, _latest(evidence)) if r["check"] == "performance[api]")
     assert record["measured"] == {"run": False}
     # The verify after the rollback holds the others back the same way, and says so.
     verify = _verify_record(evidence)

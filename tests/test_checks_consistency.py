@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_check
 from pytest_release.checks import CheckContext, consistency
-from pytest_release.plan import Target, target_kind
+from pytest_release.model import Target, target_kind
 from pytest_release.yamldoc import Mark
 
 SCHEMA = """
@@ -124,7 +124,7 @@ def test_parity_between_two_sqlite_files(tmp_path: Path) -> None:
 
 def test_parity_target_must_exist_and_be_a_data_store(tmp_path: Path) -> None:
     from pytest_release.checks import BUILTIN_KINDS
-    from pytest_release.plan import load_plan
+    from pytest_release.loader import load_plan
     from pytest_release.problems import PlanError
 
     plan = tmp_path / "plan.yaml"

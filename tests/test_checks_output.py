@@ -4,7 +4,6 @@ wherever it is repeated, and the closing counts say that rollback steps are resu
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import struct
@@ -16,6 +15,7 @@ import pytest
 from pytest_release.checks import CheckResult
 from pytest_release.checks.limits import SHOWN_LINES, SUMMARY_CHARS
 from pytest_release.items import excerpt, one_line
+from pytest_release.records import read_lines
 
 PlanWriter = Callable[..., Path]
 
@@ -76,7 +76,8 @@ def test_integrity_check_shows_a_counted_excerpt_and_records_every_problem(
     skipped = [line for line in out.splitlines() if line.startswith("SKIPPED  stage post_release not run")]
     assert len(skipped) == 1 and len(skipped[0]) < SUMMARY_CHARS + 200, skipped
     gates = pytester.path / "evidence" / "release" / "validation" / "gates"
-    record = json.loads(next(gates.glob("*/pre_release/data_validation/integrity*.json")).read_text())
+    record = next(r for r in read_lines(next(gates.glob("*/pre_release/data_validation/records.jsonl")))
+                  if r["check"].startswith("integrity"))
     assert record["measured"]["problems"] == problems
     if problems > SHOWN_LINES:
         details = record["measured"]["details"]

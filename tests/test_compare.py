@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from conftest import plan_with, run_check
 from pytest_release.compare import MISSING, bounded, describe, judge, lookup, parse_path
+from pytest_release.records import read_lines
 
 # -- generated cases against an oracle ------------------------------------------------------------
 
@@ -243,8 +244,8 @@ def test_a_plan_with_comparisons_passes_and_fails_with_measured_against_expected
         "  JSON field 'status' is 'ok' (a string, not a number), expected >= 5000",
         "  JSON field 'count' is 5200, expected between 0 and 10",
     ])
-    records = sorted((pytester.path / "evidence/release/validation/gates").glob("*/pre_release/service/*.json"))
-    good = json.loads(next(r for r in records if "good" in r.name).read_text())
+    records = read_lines(next((pytester.path / "evidence/release/validation/gates").glob("*/pre_release/service/records.jsonl")))
+    good = next(r for r in records if "good" in r["check"])
     assert good["verdict"] == "passed"
     assert good["measured"]["json.count"] == 5200 and good["measured"]["json.rows.0.id"] == 7
     assert good["measured"]["json.rows"] == [{"id": 7}]
@@ -326,11 +327,12 @@ def test_consistency_in_the_same_vocabulary_keeps_what_each_query_returned(
                                  "expected >= 1: SELECT name FROM items WHERE id = 1*"])
     result.stdout.fnmatch_lines(["*query 2: value is 6000, expected < 100: SELECT count(*) FROM items*"])
     folder = next((pytester.path / "evidence/release/validation/gates").glob("*/pre_release/data"))
-    good = json.loads((folder / "consistency-good[db].json").read_text())
+    checks = {r["check"]: r for r in read_lines(folder / "records.jsonl")}
+    good = checks["consistency-good[db]"]
     assert good["verdict"] == "passed"
     assert {k: v for k, v in good["measured"].items() if k.startswith("query.")} == {
         "query.1": 6000, "query.2": 6000, "query.3": "item 1", "query.4": {"rows": 0, "first_rows": []},
         "query.5": {"rows": 2, "first_rows": [[1, "item 1"], [2, "item 2"]]},
         "query.6": {"rows": 10, "first_rows": [[5991], [5992], [5993], [5994], [5995]]}}
-    bad = json.loads((folder / "consistency-bad[db].json").read_text())
+    bad = checks["consistency-bad[db]"]
     assert bad["measured"]["query.3"]["rows"] == 6000 and len(bad["measured"]["query.3"]["first_rows"]) == 5

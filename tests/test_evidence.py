@@ -16,7 +16,7 @@ import pytest
 
 from conftest import plan_with
 from pytest_release.evidence import FOLDERS
-from pytest_release.records import RECORD_SCHEMA
+from pytest_release.records import RECORD_SCHEMA, check_records, read_lines, resolve
 
 PlanWriter = Callable[..., Path]
 
@@ -65,7 +65,8 @@ def test_a_run_fills_the_tree_with_valid_records(pytester: pytest.Pytester, writ
     validator = jsonschema.Draft202012Validator(RECORD_SCHEMA)
     records = [json.loads(p.read_text()) for p in evidence.rglob("*.json")
                if "record" in json.loads(p.read_text())]
-    assert len(records) > 10
+    assert len(records) > 5 and not [r for r in records if r["record"] == "check"]
+    records += check_records(evidence, run)  # one JSON line per check, in its gate's records.jsonl
     for record in records:
         validator.validate(record)
     checks = {r["nodeid"]: r for r in records if r["record"] == "check"}
@@ -83,6 +84,11 @@ def test_a_run_fills_the_tree_with_valid_records(pytester: pytest.Pytester, writ
     assert gates["pre_release", "smoke"]["verdict"] == "warning"
     assert gates["pre_release", "tools"]["verdict"] == "passed"
     assert gates["post_release", "tools"]["verdict"] == "not_run"
+    for gate in gates.values():  # each gate names its checks' records (PATH#LN), which resolve to them
+        for check in gate["checks"]:
+            assert check["record"].endswith(f"/{gate['stage']}/{gate['gate']}/records.jsonl#L"
+                                            f"{check['record'].rpartition('#L')[2]}")
+            assert resolve(evidence, check["record"]) == checks[check["nodeid"]]
     stages = next(r for r in records if r["record"] == "stages")["stages"]
     assert [(s["name"], s["verdict"]) for s in stages] == [("pre_release", "failed"), ("post_release", "skipped")]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -192,8 +198,8 @@ def test_hanging_check_leaves_complete_verified_evidence(pytester: pytest.Pytest
     assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
     evidence = pytester.path / "evidence" / "release"
     run = _latest(evidence)
-    record = json.loads((evidence / "validation/gates" / run / "pre_release/service_validation/health[stuck].json")
-                        .read_text())
+    [record] = read_lines(evidence / "validation/gates" / run / "pre_release/service_validation/records.jsonl")
+    assert record["check"] == "health[stuck]"
     assert record["verdict"] == "failed" and "budget of gate pre_release::service_validation" in record["message"]
     assert _verify(evidence).returncode == 0
 
@@ -211,7 +217,8 @@ def test_interrupted_run_seals_its_evidence(pytester: pytest.Pytester, write_pla
                             stderr=subprocess.STDOUT, text=True)
     evidence = pytester.path / "evidence" / "release"
     deadline = time.monotonic() + 30
-    while not list(evidence.glob("validation/gates/*/pre_release/tools/command[[]quick].json")):
+    while not any(b'"command[quick]"' in p.read_bytes()
+                  for p in evidence.glob("validation/gates/*/pre_release/tools/records.jsonl")):
         assert time.monotonic() < deadline, "the first check never finished"
         time.sleep(0.05)
     time.sleep(0.3)  # the slow check is running now
@@ -256,7 +263,8 @@ def test_html_report_opens_with_the_release_summary_in_chromium(
             assert row.is_visible()
             href = row.get_attribute("href")
             assert href is not None
-            record = json.loads((report.parent / href).read_text())
+            file, _, line = href.partition("#L")  # a line of the gate's records.jsonl
+            record = read_lines(report.parent / file)[int(line) - 1]
             assert record["record"] == "check" and record["verdict"] == "failed"
             chart = page.locator("#release-latency svg.release-latency-chart").first
             assert chart.is_visible()  # the performance check's latency distribution
@@ -269,13 +277,85 @@ def test_html_report_opens_with_the_release_summary_in_chromium(
 
 def test_xdist_records_come_from_the_controller(pytester: pytest.Pytester, write_plan: PlanWriter,
                                                 http_url: str) -> None:
-    write_plan(_plan(http_url, fail=True))
-    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-n", "2").ret == 1
+    """Under 2 xdist workers every check's record is written once, by the controller, into its
+    gate's records.jsonl, and the gate records name each line."""
+    write_plan(_plan(http_url, fail=True) + "    - name: many\n      checks:\n"
+               + "".join(f"        - {{health: {{name: h{i}, path: /healthz}}}}\n" for i in range(12)))
+    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-n", "2")
+    assert result.ret == 1
     evidence = pytester.path / "evidence" / "release"
     run = _latest(evidence)
-    records = [json.loads(p.read_text()) for p in (evidence / "validation/gates" / run).rglob("*/*/*.json")]
-    assert len(records) == 8
+    records = list(check_records(evidence, run))
+    nodeids = [r["nodeid"] for r in records]
+    assert len(nodeids) == len(set(nodeids)) == 8 + 2 * 12  # each stage's gates: once each, no more
+    assert {r["nodeid"].split("::")[1] for r in records} == {"pre_release", "post_release"}
+    assert sum(1 for n in nodeids if "::many::" in n) == 24
+    gates = [json.loads(p.read_text()) for p in (evidence / "validation/gates" / run).rglob("*/*.json")]
+    referenced = [c["record"] for g in gates for c in g["checks"]]
+    assert sorted(resolve(evidence, ref)["nodeid"] for ref in referenced) == sorted(nodeids)
     assert {r["worker"] for r in records} <= {"gw0", "gw1"}
     assert sorted(r["verdict"] for r in records).count("failed") == 1
     assert len(list(evidence.glob("runs/*/manifest.json"))) == 1
     assert _verify(evidence).returncode == 0
+
+
+def _records_file(evidence: Path) -> Path:
+    return next((evidence / "validation/gates" / _latest(evidence)).rglob("records.jsonl"))
+
+
+def _change(lines: list[bytes]) -> list[bytes]:
+    record = json.loads(lines[0])
+    record["verdict"] = "failed" if record["verdict"] == "passed" else "passed"
+    return [json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n", *lines[1:]]
+
+
+EDITS = {
+    "a line changed (its verdict)": (_change, None),
+    "a line removed": (lambda lines: lines[1:], "sealed with 2 line(s), it has 1"),
+    "a line added (a copy)": (lambda lines: [*lines, lines[0]], "sealed with 2 line(s), it has 3"),
+    "a line added (not JSON)": (lambda lines: [*lines, b"{oops\n"], "line 3 no longer parses"),
+    "two lines swapped": (lambda lines: lines[::-1], None),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_verify_fails_on_an_edited_removed_or_added_record_line(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                                http_url: str, edit: str) -> None:
+    write_plan(plan_with("- name: service_validation\n  checks:\n    - {health: {name: a, path: /healthz}}\n"
+                         "    - {health: {name: b, path: /fail}}\n", targets=f"api: {{url: '{http_url}'}}"))
+    assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml").ret == 1
+    evidence = pytester.path / "evidence" / "release"
+    path = _records_file(evidence)
+    rel = path.relative_to(evidence).as_posix()
+    assert _verify(evidence).returncode == 0
+    change, why = EDITS[edit]
+    original = path.read_bytes()
+    path.write_bytes(b"".join(change(original.splitlines(keepends=True))))
+    done = _verify(evidence)
+    assert done.returncode == 1
+    line = next(line for line in done.stdout.splitlines() if line.startswith(f"changed: {rel}"))
+    assert why is None or why in line, line
+    path.write_bytes(original)
+    assert _verify(evidence).returncode == 0
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["no xdist", "-n 2"])
+def test_files_per_run_do_not_grow_with_the_number_of_checks(pytester: pytest.Pytester, write_plan: PlanWriter,
+                                                            http_url: str, xdist: list[str]) -> None:
+    """One run of 2 checks and one of 40, in one gate: the same files (the records of the 40 are
+    40 lines of the same records.jsonl); nothing else but the manifest's list of them differs."""
+    files = {}
+    for count in (2, 40):
+        checks = "".join(f"    - {{health: {{name: c{i}, path: /healthz}}}}\n" for i in range(count))
+        write_plan(plan_with(f"- name: service_validation\n  checks:\n{checks}", targets=f"api: {{url: '{http_url}'}}"))
+        evidence = pytester.path / f"evidence-{count}"
+        assert pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "--release-evidence-dir",
+                                             str(evidence), *xdist).ret == 0
+        run = _latest(evidence)
+        files[count] = sorted(p.relative_to(evidence).as_posix().replace(run, "RUN")
+                              for p in evidence.rglob("*") if p.is_file())
+        assert len(list(check_records(evidence, run))) == count
+        manifest = json.loads((evidence / "runs" / run / "manifest.json").read_text())
+        assert manifest["lines"] == {f"validation/gates/{run}/pre_release/service_validation/records.jsonl": count}
+    assert files[2] == files[40]
+    assert len(files[40]) < 20

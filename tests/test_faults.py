@@ -17,6 +17,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 import pytest
+from pytest_release.records import resolve
 
 PlanWriter = Callable[..., Path]
 
@@ -266,7 +267,7 @@ def test_evidence_lost_mid_run_still_rolls_back_and_says_what_is_missing(
         "*pytest-release: ROLLED BACK: EVIDENCE NOT SEALED: the manifest in * could not be written*",
         "*pytest-release: EVIDENCE INCOMPLETE: * evidence file(s) could not be written in * (the verdict above "
         "stands):*",
-        f"*validation/gates/*/post_release/service_validation/command?smoke?.json: {why}*",
+        f"*validation/gates/*/post_release/service_validation/records.jsonl: {why}*",
     ])
     assert "rollback/procedures/" in out and "journal.jsonl" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out + result.stderr.str()
@@ -326,7 +327,7 @@ def test_a_crashed_worker_fails_its_check_and_the_rollback_runs_once(pytester: p
     assert gate["verdict"] == "failed"
     boom = next(c for c in gate["checks"] if c["nodeid"].endswith("::command[boom]"))
     assert boom["verdict"] == "failed"
-    record = json.loads((evidence / boom["record"]).read_text())
+    record = resolve(evidence, boom["record"])
     assert record["summary"].startswith("no verdict received: ")
     assert ("crashed while running it" in record["summary"]
             or "its worker crashed before it reported" in record["summary"])

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pytest_release.evidence import MAX_FILE_NAME, safe_name
+from pytest_release.records import check_records
 
 FIXED = ["a/b", "a_b", "..", ".", "x" * 300, "é" * 200, "a b", "a\\b", "~", "-", "CON", "with::colons"]
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
@@ -80,12 +81,12 @@ def test_generated_names_run_and_their_evidence_verifies(pytester: pytest.Pytest
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     [run] = [p.name for p in (evidence / "runs").iterdir()]
-    checks = list((evidence / "validation" / "gates" / run).rglob("*.json"))
-    records = [json.loads(p.read_text("utf-8")) for p in checks]
-    recorded = {r["check"] for r in records if r.get("stage") == stage and "check" in r}
-    # Every check has its own record, named by its readable name inside (duplicates get #2, ...).
+    records = list(check_records(evidence, run))
+    recorded = {r["check"] for r in records if r.get("stage") == stage}
+    # Every check has its own record, a line of its gate's records.jsonl, with its readable name
+    # inside (duplicates get #2, ...).
     assert len(recorded) == len(check_names), (sorted(recorded), check_names)
-    for path in checks:
+    for path in evidence.rglob("*"):
         assert len(path.name.encode("utf-8")) <= MAX_FILE_NAME
     # The procedure with a 300-character name keeps its records: the step's and its own.
     procedures = evidence / "rollback" / "procedures" / run

@@ -21,8 +21,8 @@ from conftest import plan_with
 ALLOWED = {"pytest_release", "pytest_release.plugin", "pytest_release.hookspecs"}
 
 #: Libraries of a release run that no ordinary pytest run needs (with their submodules).
-HEAVY = ("yaml", "jsonschema", "urllib3", "cryptography", "sqlite3", "pytest_release.glue", "pytest_release.plan",
-         "pytest_release.checks", "pytest_release.recorder", "pytest_release.evidence",
+HEAVY = ("yaml", "jsonschema", "urllib3", "cryptography", "sqlite3", "pytest_release.glue", "pytest_release.loader",
+         "pytest_release.model", "pytest_release.checks", "pytest_release.recorder", "pytest_release.evidence",
          "pytest_release.redaction", "pytest_release.rollback")
 
 #: Written into each run's directory: every process (controller, each xdist worker) lists the
@@ -106,7 +106,7 @@ def test_a_plan_loads_the_glue(pytester: pytest.Pytester, write_plan: Callable[.
     listed = _listed(pytester.path)
     assert "controller" in listed and (len(set(listed) & {"gw0", "gw1"}) >= 1 if workers else len(listed) == 1)
     for process, (_, modules) in listed.items():
-        assert {"yaml", "jsonschema", "pytest_release.glue", "pytest_release.plan",
+        assert {"yaml", "jsonschema", "pytest_release.glue", "pytest_release.loader", "pytest_release.model",
                 "pytest_release.checks"} <= modules, process
 
 
@@ -142,6 +142,6 @@ def test_public_names_load_on_first_use(tmp_path: Path) -> None:
 
 
 def test_default_evidence_in_the_help_is_the_plans() -> None:
-    from pytest_release import plan, plugin
+    from pytest_release import model, plugin
 
-    assert plugin.DEFAULT_EVIDENCE == plan.DEFAULT_EVIDENCE
+    assert plugin.DEFAULT_EVIDENCE == model.DEFAULT_EVIDENCE

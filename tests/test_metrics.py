@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from conftest import plan_with
+from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]
 
@@ -34,8 +35,7 @@ def test_metric_samples_its_gate_over_the_window(pytester: pytest.Pytester, writ
     result.stdout.fnmatch_lines(["*::pre_release::service_validation::metric?service_metrics? PASSED*"])
     evidence = pytester.path / "evidence" / "release"
     run = (evidence / "LATEST").read_text().strip()
-    [path] = (evidence / "validation" / "metrics" / run).rglob("metric*.json")
-    record = json.loads(path.read_text())
+    [record] = check_records(evidence / "validation" / "metrics", run)
     assert record["expected"] == {"threshold": 0.99, "window_s": 1.0, "interval_s": 0.2}
     samples = record["measured"]["samples_detail"]
     assert 4 <= len(samples) <= 7 and all(s["good"] for s in samples)
@@ -65,8 +65,7 @@ def test_time_scale_rehearses_a_long_window_in_seconds(pytester: pytest.Pytester
     run = (evidence / "LATEST").read_text().strip()
     manifest = json.loads((evidence / "runs" / run / "manifest.json").read_text())
     assert manifest["metadata"]["time_scale"] == 0.01
-    [path] = (evidence / "validation" / "metrics" / run).rglob("metric*.json")
-    record = json.loads(path.read_text())
+    [record] = check_records(evidence / "validation" / "metrics", run)
     assert record["time_scale"] == 0.01 and record["expected"]["window_s"] == 3.0
 
 

@@ -18,6 +18,7 @@ import pytest
 from pytest_release.records import RECORD_SCHEMA
 
 from conftest import Example, wait_for_data
+from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]
 RECORD_SCHEMA_VALIDATOR = jsonschema.Draft202012Validator(RECORD_SCHEMA)
@@ -65,9 +66,11 @@ def _run_with_fault(args: list[str], fault: Callable[[], object], after: float =
 
 
 def _records(root: Path, folder: str) -> dict[str, dict[str, Any]]:
-    """The latest run's records in ``folder``, by file name, each valid against the record schema."""
+    """The latest run's records in ``folder``, by file name (a check's, a line of its gate's
+    records.jsonl, by ``CHECK.json``), each valid against the record schema."""
     run = (root / "LATEST").read_text().strip()
     records = {p.name: json.loads(p.read_text()) for p in (root / folder / run).rglob("*.json")}
+    records.update((f"{r['check']}.json", r) for r in check_records(root / folder, run))
     for record in records.values():
         if "record" in record:
             RECORD_SCHEMA_VALIDATOR.validate(record)

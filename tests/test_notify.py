@@ -259,7 +259,7 @@ def test_a_wrong_receiver_is_a_plan_error_at_its_line(tmp_path: Path, entry: str
     from fnmatch import fnmatchcase
 
     from pytest_release.checks import BUILTIN_KINDS
-    from pytest_release.plan import load_plan
+    from pytest_release.loader import load_plan
     from pytest_release.problems import PlanError
 
     path = tmp_path / "release-plan.yaml"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from conftest import plan_with, run_check
+from pytest_release.records import check_records, read_lines
 from test_rollback import rollback_plan, step
 from test_rollback_actions import act
 
@@ -53,8 +54,7 @@ def test_the_deploy_output_is_kept_when_the_deploy_succeeds(pytester: pytest.Pyt
                                            "release_workflow", "--html", "report.html", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     evidence, run = _evidence(pytester)
-    records = [json.loads(p.read_text()) for p in (evidence / "validation" / "gates" / run / "deploy").rglob("*.json")]
-    record = next(r for r in records if r["record"] == "check")
+    record = next(r for r in check_records(evidence, run) if r["stage"] == "deploy")
     assert record["verdict"] == "passed"
     output = record["measured"]["output"]
     # bounded: the last 2,000 characters of stdout (a "..." where it was cut), then stderr's
@@ -172,8 +172,7 @@ def test_a_fanned_out_checks_record_shows_its_own_duration(pytester: pytest.Pyte
     result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     evidence, run = _evidence(pytester)
-    records = [json.loads(p.read_text()) for p in
-               sorted((evidence / "validation" / "gates" / run / "pre_release" / "service").glob("*.json"))]
+    records = read_lines(evidence / "validation" / "gates" / run / "pre_release" / "service" / "records.jsonl")
     assert len(records) == 4
     for record in records:  # each check took its 400 ms, however short the wait for its result was
         assert 0.38 <= record["duration_s"] < 5, record
@@ -239,6 +238,6 @@ def test_security_records_which_headers_were_present_and_which_missing(
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*measured: headers=0 of 1 present, missing X-Content-Type-Options*"])
     evidence, run = _evidence(pytester)
-    record = json.loads(next((evidence / "validation" / "gates" / run).rglob("security*.json")).read_text())
+    record = next(r for r in check_records(evidence, run) if r["check"].startswith("security"))
     assert record["measured"]["present_headers"] == [] and record["measured"]["missing_headers"] == [
         "X-Content-Type-Options"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytest
 
 from conftest import Example
+from pytest_release.records import check_records
 
 PlanWriter = Callable[..., Path]
 
@@ -163,8 +164,7 @@ def test_exactly_one_rollback_under_xdist_with_failures_on_both_workers(pytester
     assert _steps(pytester) == ["svc.stop", "svc.revert", "svc.start"]
     evidence = pytester.path / "evidence" / "release"
     run = (evidence / "LATEST").read_text().strip()
-    records = [json.loads(p.read_text()) for p in (evidence / "validation" / "gates" / run).rglob("*.json")]
-    workers = {r["worker"] for r in records if r["record"] == "check" and r["verdict"] == "failed"}
+    workers = {r["worker"] for r in check_records(evidence, run) if r["verdict"] == "failed"}
     assert workers == {"gw0", "gw1"}
     assert len(list((evidence / "rollback" / "triggers" / run).glob("*.json"))) == 1
 

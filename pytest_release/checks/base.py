@@ -6,24 +6,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..model import TARGET_KINDS, Target
 from ..units import format_duration
 
-if TYPE_CHECKING:
-    from ..plan import Target
-
 __all__ = ["CheckContext", "CheckKind", "CheckResult", "NotBuilt", "TARGET_KINDS"]
-
-#: The kinds of target a plan can name, by the key that makes them.
-TARGET_KINDS = {
-    "url": "service",
-    "tcp": "service",
-    "sqlite": "datastore",
-    "dsn": "datastore",
-    "files": "config",
-    "manifest": "artifacts",
-}
 
 
 class NotBuilt(Exception):
@@ -105,6 +93,10 @@ class CheckKind:
     #: Parameters whose value names another target of the plan, one this kind can judge (the
     #: plan loader checks that it exists and fits; the check finds it in ``ctx.targets``).
     target_refs: tuple[str, ...] = ()
+    #: For a kind that judges no target: what its item is named after, from its parameters
+    #: (``command[migrate]``: the command's name, else its program). The plan loader asks it once
+    #: per check; without it, a named check is labelled ``kind-name`` and its item ``kind-name``.
+    label: Callable[[Mapping[str, Any]], str] | None = None
 
     def can_judge(self, target: Target) -> bool:
         if target.kind not in self.judges:

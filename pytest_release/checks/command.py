@@ -72,7 +72,7 @@ READ_CHUNK = 64 * 1024
 KILL_GRACE = 1.0
 
 
-def command_label(params: dict[str, Any]) -> str:
+def command_label(params: Mapping[str, Any]) -> str:
     """The item name of a command check: its ``name``, else its program's base name."""
     if params.get("name"):
         return str(params["name"])
@@ -273,4 +273,5 @@ COMMAND = CheckKind(
     params=PARAMS,
     run=run,
     description="run a program (argv, no shell unless asked); judge exit code and output",
+    label=command_label,
 )

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .base import CheckContext, CheckKind, CheckResult
-from ..compare import fields_problems, fields_schema, judge
-from .health import _field, json_problems
+from ..compare import MISSING, fields_problems, fields_schema, judge, lookup
+from .health import json_problems
 from .http import get
 from .limits import MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM
-from .syntax import FORMATS, _display, _parse, config_files, load_validator
+from .syntax import FORMATS, config_files, display_path, load_validator, parse_config
 
 __all__ = ["COMPATIBILITY", "config_shape"]
 
@@ -113,12 +113,12 @@ def _config(ctx: CheckContext) -> CheckResult:
     added: list[str] = []
     parsed: dict[str, tuple[str, object]] = {}
     for path in files:
-        display = _display(ctx, path)
+        display = display_path(ctx, path)
         fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:
             errors.append(f"{display}: unknown format (extension {path.suffix or 'none'})")
             continue
-        data, _, problems = _parse(path, display, fmt)
+        data, _, problems = parse_config(path, display, fmt)
         if problems:
             errors.extend(problems)
             continue
@@ -131,7 +131,7 @@ def _config(ctx: CheckContext) -> CheckResult:
             breaking.append(f"previous config {previous_value}: no file found")
         compared = 0
         for old in previous:
-            old_display = _display(ctx, old)
+            old_display = display_path(ctx, old)
             fmt = FORMATS.get(old.suffix.lower())
             if fmt is None:
                 continue
@@ -140,7 +140,7 @@ def _config(ctx: CheckContext) -> CheckResult:
                     continue  # the current file does not parse: already an error
                 breaking.append(f"{old.name}: removed (the previous release had {old_display})")
                 continue
-            old_data, _, problems = _parse(old, old_display, fmt)
+            old_data, _, problems = parse_config(old, old_display, fmt)
             if problems:
                 errors.extend(f"previous {p}" for p in problems)
                 continue
@@ -204,8 +204,10 @@ def _service(ctx: CheckContext) -> CheckResult:
                            {"status": answer.status}, expected)
     try:
         document = json.loads(answer.body)
-        reported = _field(document, field)
-    except (ValueError, KeyError):
+    except ValueError:
+        document = MISSING
+    reported = MISSING if document is MISSING else lookup(document, field)
+    if reported is MISSING:
         return CheckResult(False, f"GET {url}: no JSON field {field!r} with the version", {"status": 200}, expected)
     measured: dict[str, Any] = {"version": reported}
     fields = ctx.params.get("json") or {}

@@ -17,15 +17,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import urllib3
-
 from ..compare import MISSING, bounded, fields_problems, fields_schema, judge, lookup
 from ..units import DURATION_SCHEMA, format_duration, parse_duration
 from .base import CheckContext, CheckKind, CheckResult
-from .http import connect_reason, get, http_pool
-from .limits import MAX_BODY, MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM, HttpLimits
+from .http import get
+from .limits import MAX_BODY_PARAM, REQUEST_TIMEOUT_PARAM, HttpLimits
 
-__all__ = ["HEALTH", "MAX_BODY", "http_pool", "read_body"]
+__all__ = ["HEALTH", "json_problems"]
 
 PARAMS: dict[str, Any] = {
     "type": "object",
@@ -47,41 +45,6 @@ PARAMS: dict[str, Any] = {
     },
 }
 
-
-
-def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int = MAX_BODY) -> bytes | None:
-    """The body, cut once more than ``limit`` bytes arrived, or ``None`` when it does not arrive
-    before ``deadline``: a socket timeout is per read, so a server that trickles bytes would
-    otherwise never time out. The connection goes back to the pool only when fully read."""
-    chunks: list[bytes] = []
-    size = 0
-    complete = False
-    try:
-        while size <= limit and time.monotonic() <= deadline:
-            chunk = response.read1(64 * 1024)
-            if not chunk:
-                complete = True
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except (TimeoutError, urllib3.exceptions.TimeoutError):
-        pass
-    finally:
-        if complete:
-            response.release_conn()
-        else:
-            response.close()  # never hand a half-read connection back to the pool
-    if not complete and size <= limit:
-        return None
-    return b"".join(chunks)
-
-
-def _field(document: object, dotted: str) -> object:
-    """The value at a field path (see :func:`pytest_release.compare.lookup`); KeyError if missing."""
-    value = lookup(document, dotted)
-    if value is MISSING:
-        raise KeyError(dotted)
-    return value
 
 
 def json_problems(document: object, fields: Mapping[str, Any], measured: dict[str, Any]) -> list[str]:
@@ -137,17 +100,6 @@ def _judge_http(ctx: CheckContext, url: str) -> CheckResult:
                            lines + ([f"body: {snippet}"] if snippet else []))
     return CheckResult(True, f"GET {url} answered {answer.status} in {measured['latency_ms']}ms",
                        measured, expected)
-
-
-def _reason(exc: Exception) -> str:
-    """The OS's words for a failed connection, without urllib3's object reprs."""
-    return connect_reason(exc)
-
-
-def _ca(ctx: CheckContext) -> str | None:
-    assert ctx.target is not None
-    ca = ctx.target.spec.get("ca")
-    return str(ctx.path(ca)) if ca else None
 
 
 def _judge_tcp(ctx: CheckContext, address: str) -> CheckResult:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .base import CheckContext
 
 __all__ = ["MAX_BODY", "MAX_OUTPUT", "REQUEST_TIMEOUT", "SHOWN_LINES", "SUMMARY_CHARS", "HttpLimits",
-           "MAX_BODY_PARAM", "MAX_OUTPUT_PARAM", "REQUEST_TIMEOUT_PARAM", "format_bytes", "max_output"]
+           "MAX_BODY_PARAM", "MAX_OUTPUT_PARAM", "REQUEST_TIMEOUT_PARAM", "max_output"]
 
 REQUEST_TIMEOUT = 10.0
 MAX_BODY = 1024 * 1024
@@ -43,14 +43,6 @@ MAX_BODY_PARAM: dict[str, Any] = {
 MAX_OUTPUT_PARAM: dict[str, Any] = {
     "type": "integer", "minimum": 1, "maximum": _MOST,
     "description": f"the most bytes kept of the program's stdout, and of its stderr (default {MAX_OUTPUT})"}
-
-
-def format_bytes(count: int) -> str:
-    """``1048576 bytes (1 MiB)``: exact, then readable."""
-    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if count >= size:
-            return f"{count} bytes ({count / size:.3g} {unit})"
-    return f"{count} bytes"
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..http import Answer, tls_context, watch
 from ..yamldoc import read_text
 from .base import CheckContext, CheckKind, CheckResult
-from .health import _ca
-from .http import Answer, get, watch
+from .http import get, target_ca
 from .limits import REQUEST_TIMEOUT_PARAM, HttpLimits
 from .stores import StoreError, open_store
-from .syntax import _display, config_files
+from .syntax import config_files, display_path
 
 __all__ = ["SECURITY", "scan_text"]
 
@@ -171,7 +171,7 @@ def _config(ctx: CheckContext) -> CheckResult:
     findings: list[str] = []
     permissions: list[str] = []
     for path in files:
-        display = _display(ctx, path)
+        display = display_path(ctx, path)
         if ctx.remaining() <= 0:
             findings.append(f"stopped before {display}: {ctx.budget_text()} ran out")
             break
@@ -264,10 +264,8 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
     port = parts.port or 443
     min_days = int(ctx.params.get("min_days", 14))
     min_tls = str(ctx.params.get("min_tls", "1.2"))
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca = _ca(ctx)
-    if ca:
-        context.load_verify_locations(cafile=ca)
+    ca = target_ca(ctx)
+    context = tls_context(ca)
     remaining = ctx.remaining()
     if remaining <= 0:
         problems.append(f"TLS not checked: {ctx.budget_text()} was used up")
@@ -289,7 +287,8 @@ def _tls(ctx: CheckContext, url: str, problems: list[str], measured: dict[str, A
         return
     measured["certificate"] = "valid"
     measured["tls"] = version
-    not_after = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else None
+    expiry = cert.get("notAfter")
+    not_after = ssl.cert_time_to_seconds(expiry) if isinstance(expiry, str) else None
     if not_after is not None:
         days = (not_after - time.time()) / 86400
         measured["days_left"] = round(days, 1)

@@ -1,6 +1,7 @@
 """Data stores, read-only: a SQLite file or a PostgreSQL database behind one small interface.
 
-:func:`open_store` opens the target's store within the gate's budget: SQLite read-only
+:func:`open_store` opens the target's store (through :mod:`pytest_release.db`) within the gate's
+budget: SQLite read-only
 (``file:...?mode=ro``) with a progress handler that stops a query at the deadline; PostgreSQL
 through psycopg 3 (the optional extra ``pytest-release[postgres]``) with ``connect_timeout``
 and ``statement_timeout`` from the budget left and read-only transactions. A store is named
@@ -14,51 +15,18 @@ import datetime
 import decimal
 import hashlib
 import json
-import re
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..db import PSYCOPG_MISSING, Database, DatabaseError, dsn_label, open_postgres, open_sqlite
 from .base import CheckContext
 
 __all__ = ["PSYCOPG_MISSING", "Store", "StoreError", "dsn_label", "open_store"]
 
-PSYCOPG_MISSING = "psycopg is not installed: pip install 'pytest-release[postgres]'"
-
 
 class StoreError(Exception):
     """The store cannot be opened or a query failed; the message is safe to show."""
-
-
-def dsn_label(dsn: str) -> str:
-    """``postgres host:port/dbname`` for a DSN, without user or password."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        info = conninfo_to_dict(dsn)
-    except Exception:
-        match = re.match(r"^\w+://(?:[^@/]*@)?([^/?]*)/?([^?]*)", dsn)
-        info = {"host": match.group(1), "dbname": match.group(2)} if match else {}
-    host = str(info.get("host") or "localhost")
-    port = info.get("port")
-    where = f"{host}:{port}" if port else host
-    return f"postgres {where}/{info.get('dbname') or ''}".rstrip("/")
-
-
-def _scrub(message: str, dsn: str) -> str:
-    """A driver's message with any password of the DSN replaced by ``***``."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        password = conninfo_to_dict(dsn).get("password")
-    except Exception:
-        password = None
-    text = message.replace(dsn, "<dsn>")
-    if password:
-        text = text.replace(str(password), "***")
-    return " ".join(text.split())
 
 
 def _norm(value: object) -> object:
@@ -90,56 +58,41 @@ class TableSum:
 
 @dataclass
 class Store:
-    """An open, read-only data store."""
+    """An open, read-only data store (a :class:`pytest_release.db.Database` within a check's budget)."""
 
-    label: str
-    engine: str  # "sqlite" or "postgres"
-    conn: Any
+    db: Database
     ctx: CheckContext
-    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.db.label
+
+    @property
+    def engine(self) -> str:
+        """``"sqlite"`` or ``"postgres"``."""
+        return self.db.engine
 
     # -- queries ---------------------------------------------------------------------------------
 
     def query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` (``?`` placeholders for ``args``)."""
         return list(self.iter_query(sql, args))
 
     def iter_query(self, sql: str, args: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
         try:
-            if self.engine == "sqlite":
-                cursor = self.conn.execute(sql, tuple(args))
-                yield from cursor
-            else:
-                self._set_statement_timeout()
-                with self.conn.cursor() as cursor:
-                    cursor.execute(sql, tuple(args) or None)
-                    if cursor.description is None:
-                        return
-                    yield from cursor
-        except sqlite3.Error as exc:
+            if self.engine == "postgres":
+                remaining = self.ctx.remaining()
+                if remaining <= 0:
+                    raise StoreError(f"not run: {self.ctx.budget_text()} was used up")
+                self.db.statement_timeout(remaining)
+            yield from self.db.iterate(sql, args)
+        except DatabaseError as exc:
             message = str(exc)
-            if message == "interrupted":
+            if exc.interrupted:
                 message = f"interrupted: {self.ctx.budget_text()} ran out"
-            raise StoreError(message) from None
-        except Exception as exc:  # psycopg.Error: its module is optional
-            if self.engine != "postgres" or not _is_psycopg_error(exc):
-                raise
-            self._rollback()
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "statement timeout" in message:
+            elif exc.timed_out:
                 message = f"{message}: {self.ctx.budget_text()} ran out"
-            raise StoreError(_scrub(message, str(self.ctx.target.spec.get("dsn", "")) if self.ctx.target else "")) from None
-
-    def _set_statement_timeout(self) -> None:
-        remaining = self.ctx.remaining()
-        if remaining <= 0:
-            raise StoreError(f"not run: {self.ctx.budget_text()} was used up")
-        self.conn.execute(f"SET statement_timeout = {max(1, int(remaining * 1000))}")
-
-    def _rollback(self) -> None:
-        try:
-            self.conn.rollback()
-        except Exception:
-            pass
+            raise StoreError(message) from None
 
     # -- tables ----------------------------------------------------------------------------------
 
@@ -164,7 +117,7 @@ class Store:
         if self.engine == "sqlite":
             return [r[1] for r in self.query(f"PRAGMA table_info({self.quote(table)})")]
         return [r[0] for r in self.query(
-            "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ?::regclass AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum", (self.quote(table),))]
 
     def primary_key(self, table: str) -> list[str]:
@@ -173,7 +126,7 @@ class Store:
             return [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
         rows = self.query(
             "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = ?::regclass AND i.indisprimary "
             "ORDER BY array_position(i.indkey, a.attnum)", (self.quote(table),))
         return [r[0] for r in rows]
 
@@ -208,26 +161,13 @@ class Store:
         return TableSum(rows, hashlib.sha256(header + total.to_bytes(32, "big")).hexdigest())
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                self.conn.close()
-            except Exception:
-                pass
+        self.db.close()
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _is_psycopg_error(exc: BaseException) -> bool:
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(exc, psycopg.Error)
 
 
 def open_store(ctx: CheckContext, spec: Any) -> Store:
@@ -241,25 +181,21 @@ def open_store(ctx: CheckContext, spec: Any) -> Store:
         if remaining <= 0:
             raise StoreError(f"{value} not opened: {ctx.budget_text()} was used up")
         try:
-            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=remaining)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as exc:
+            db = open_sqlite(path, timeout=remaining, read_only=True, deadline=ctx.deadline, label=str(value))
+        except DatabaseError as exc:
             raise StoreError(f"cannot open SQLite database {value}: {exc}") from None
-        conn.set_progress_handler(lambda: int(time.monotonic() > ctx.deadline), 10_000)
-        return Store(str(value), "sqlite", conn, ctx)
+        return Store(db, ctx)
     dsn = str(spec["dsn"])
     label = dsn_label(dsn)
     try:
-        import psycopg
+        import psycopg  # noqa: F401  (said before the budget: a missing driver is no budget matter)
     except ImportError:
         raise StoreError(PSYCOPG_MISSING) from None
     if remaining <= 0:
         raise StoreError(f"{label} not connected: {ctx.budget_text()} was used up")
     try:
-        conn = psycopg.connect(dsn, connect_timeout=max(2, int(remaining + 0.999)), autocommit=True,
-                               options=f"-c default_transaction_read_only=on "
-                                       f"-c statement_timeout={max(1, int(remaining * 1000))}")
-    except psycopg.Error as exc:
-        message = str(exc).strip() or type(exc).__name__
-        raise StoreError(f"cannot connect to {label}: {_scrub(message, dsn)}") from None
-    return Store(label, "postgres", conn, ctx)
+        db = open_postgres(dsn, connect_timeout=max(2, int(remaining + 0.999)), statement_timeout=remaining,
+                           read_only=True, autocommit=True)
+    except DatabaseError as exc:
+        raise StoreError(f"cannot connect to {label}: {exc}") from None
+    return Store(db, ctx)

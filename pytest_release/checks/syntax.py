@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["SYNTAX", "config_files", "load_validator"]
+__all__ = ["FORMATS", "SYNTAX", "config_files", "display_path", "load_validator", "parse_config"]
 
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".toml": "toml",
            ".ini": "ini", ".cfg": "ini", ".conf": "ini"}
@@ -53,14 +53,15 @@ def config_files(ctx: CheckContext) -> list[Path]:
     return sorted(found)
 
 
-def _display(ctx: CheckContext, path: Path) -> str:
+def display_path(ctx: CheckContext, path: Path) -> str:
+    """``path`` relative to the plan's directory when it is inside it, else as it is."""
     try:
         return str(path.relative_to(ctx.base_dir.resolve()))
     except ValueError:
         return str(path)
 
 
-def _parse(path: Path, display: str, fmt: str) -> tuple[object, Document | None, list[str]]:
+def parse_config(path: Path, display: str, fmt: str) -> tuple[object, Document | None, list[str]]:
     """(data, positions for YAML and JSON, errors as ``file:line:col: message``); a parse error
     shows a bounded excerpt of its line with secret-looking values redacted, never the file."""
     text, problems = read_text(path, display)
@@ -148,15 +149,15 @@ def run(ctx: CheckContext) -> CheckResult:
             errors.append(error)
     for path in files:
         if ctx.remaining() <= 0:
-            errors.append(f"stopped before {_display(ctx, path)}: {ctx.budget_text()} ran out")
+            errors.append(f"stopped before {display_path(ctx, path)}: {ctx.budget_text()} ran out")
             break
-        display = _display(ctx, path)
+        display = display_path(ctx, path)
         fmt = ctx.params.get("format") or FORMATS.get(path.suffix.lower())
         if fmt is None:
             errors.append(f"{display}:1:1: unknown format (extension {path.suffix or 'none'}); "
                           "set the check's format parameter")
             continue
-        data, positions, file_errors = _parse(path, display, fmt)
+        data, positions, file_errors = parse_config(path, display, fmt)
         errors.extend(file_errors)
         if validator is not None and not file_errors:
             for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):

@@ -30,9 +30,10 @@ from typing import Any
 import urllib3
 
 from ..checks.command import run_program
-from ..checks.health import http_pool
 from ..checks.integrity import parse_manifest, sha256_file
 from ..checks.limits import MAX_OUTPUT_PARAM
+from ..fsutil import atomic_copy, atomic_symlink, atomic_write, temp_path
+from ..http import http_pool
 from ..units import DURATION_SCHEMA, ENV_SCHEMA, parse_duration
 
 __all__ = ["ACTIONS", "ActionKind", "StepContext", "StepResult"]
@@ -233,7 +234,10 @@ def _file_backup_into(ctx: StepContext, target: Path, forensic: bool) -> StepRes
 
 def _file_forensic_result(ctx: StepContext, target: Path, lines: list[str], problems: list[str]) -> StepResult:
     """Say what the forensic copy holds and how the live files differ from the restore point."""
-    kept = dict(reversed(line.split("  ", 1)) for line in lines)
+    kept: dict[str, str] = {}  # path -> digest, from "digest  path" lines
+    for line in lines:
+        digest, rel = line.split("  ", 1)
+        kept[rel] = digest
     restore_point = _manifest_of(ctx.path(ctx.params["to"]))
     changed = sorted(rel for rel, digest in kept.items() if rel in restore_point and restore_point[rel] != digest)
     added = sorted(rel for rel in kept if restore_point and rel not in restore_point)
@@ -294,9 +298,7 @@ def _file_restore(ctx: StepContext) -> StepResult:
     for _, rel, _ in entries:
         target = into / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copy2(source / rel, temp)
-        os.replace(temp, target)
+        atomic_copy(source / rel, target)
     restored = [f"{rel}" for _, rel, _ in entries]
     mismatched = [rel for want, rel, _ in entries if sha256_file(into / rel) != want]
     if mismatched:
@@ -471,9 +473,7 @@ def _raw_copy(db: Path, target: Path) -> list[str]:
     """Copy the bytes of ``db`` and its ``-wal``/``-shm``/``-journal`` beside ``target``; their names."""
     kept = []
     _clear_companions(target)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.raw")
-    shutil.copyfile(db, temp)
-    os.replace(temp, target)
+    atomic_copy(db, target, metadata=False)
     kept.append(db.name)
     for live, copy in zip(_companions(db), _companions(target), strict=True):
         try:
@@ -492,8 +492,7 @@ def _sqlite_backup_into(ctx: StepContext, target: Path, forensic: bool) -> StepR
                                     "the restore goes on", measured={"forensic": True, "kept": False})
         return StepResult(False, f"no SQLite database at {db}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
+    temp = temp_path(target)
     broken = ""
     problems: list[str] = []
     try:
@@ -633,10 +632,7 @@ def _symlink(ctx: StepContext) -> StepResult:
     was = os.readlink(link) if link.is_symlink() else None
     relative = ctx.params.get("relative", was is not None and not os.path.isabs(was))
     written = os.path.relpath(target, os.path.realpath(link.parent)) if relative else str(target)
-    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
-    os.symlink(written, temp)
-    os.replace(temp, link)
+    atomic_symlink(link, written)
     return StepResult(True, f"{link.name} -> {written} (was {was or 'not a link'})",
                       measured={"from": before, "to": str(target), "link_was": was, "link": written,
                                 "relative": bool(relative)})
@@ -664,10 +660,7 @@ def _symlink_backup_into(ctx: StepContext, target: Path, forensic: bool) -> Step
 
 def _replace_link(link: Path, to: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
-    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
-    os.symlink(to, temp)
-    os.replace(temp, link)
+    atomic_symlink(link, to)
 
 
 def _symlink_ready(ctx: StepContext) -> StepResult:
@@ -767,7 +760,7 @@ def _owners(address: tuple[str, int]) -> list[int]:
             fields = row.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == address[1]:
                 inodes.add(f"socket:[{fields[9]}]")
-    owners = []
+    owners: list[int] = []
     if not inodes:
         return owners
     for entry in os.scandir("/proc"):
@@ -948,9 +941,7 @@ def _process_start(ctx: StepContext) -> StepResult:
             return StepResult(False, f"{ctx.params['argv'][0]} could not start: {exc.strerror or exc}")
     _started.append(proc)
     if pidfile is not None:  # always the process just started: a stale pid would make the next stop miss it
-        temp = pidfile.with_name(f".{pidfile.name}.{os.getpid()}.tmp")
-        temp.write_text(f"{proc.pid}\n")
-        os.replace(temp, pidfile)
+        atomic_write(pidfile, f"{proc.pid}\n".encode())
     last = "not probed yet"
     while time.monotonic() - started < wait:
         if proc.poll() is not None:

@@ -20,18 +20,18 @@ import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from .. import notify
 from ..checks import CheckKind
 from ..evidence import EvidenceTree
-from ..plan import Gate, Plan, Trigger
+from ..model import Gate, Plan, Trigger
 from ..secrets import redact
 from .actions import StepContext, StepResult
 from .journal import Journal, Unfinished
-from .runner import RollbackResult, StepOutcome, judge_gates, run_rollback, select_procedures
+from .runner import RollbackResult, StepOutcome, StepVerdict, judge_gates, run_rollback, select_procedures
 
 __all__ = ["RollbackController", "Terminated", "hook_caller"]
 
@@ -263,7 +263,7 @@ class RollbackController:
         props = [("release_rollback", outcome.procedure), ("release_step", outcome.step),
                  ("release_action", outcome.action or ""), ("release_verdict", outcome.verdict),
                  ("summary", summary)]
-        keywords = {"rollback": 1, outcome.procedure: 1, outcome.step: 1}
+        keywords: dict[str, Literal[1]] = {"rollback": 1, outcome.procedure: 1, outcome.step: 1}
         if outcome.verdict == "failed":
             longrepr: Any = summary + ("\n" + details if details else "")
         elif outcome.verdict == "skipped":
@@ -275,9 +275,11 @@ class RollbackController:
         if session is not None:
             session.testscollected += 1  # so that progress counts the step like a collected test
         hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
-        for when, verdict, start, stop, rep in (("setup", "passed", outcome.start, outcome.start, None),
-                                                ("call", outcome.verdict, outcome.start, outcome.end, longrepr),
-                                                ("teardown", "passed", outcome.end, outcome.end, None)):
+        phases: list[tuple[Literal["setup", "call", "teardown"], StepVerdict, float, float, Any]] = [
+            ("setup", "passed", outcome.start, outcome.start, None),
+            ("call", outcome.verdict, outcome.start, outcome.end, longrepr),
+            ("teardown", "passed", outcome.end, outcome.end, None)]
+        for when, verdict, start, stop, rep in phases:
             report = pytest.TestReport(nodeid, location, keywords, verdict, rep, when,
                                        sections if when == "call" else [], stop - start, start, stop,
                                        list(props))

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..plan import CheckSpec, Gate, merge_params
+from ..model import CheckSpec, Gate, merge_params
 
 __all__ = ["Expectation", "after_rollback", "unpin"]
 

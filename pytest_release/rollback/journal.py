@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..fsutil import append
 from ..secrets import scrub_text
 
 if TYPE_CHECKING:
@@ -54,15 +55,7 @@ class Journal:
         line = scrub_text(json.dumps({"event": event, "time": _now(), **fields}, sort_keys=True, default=str)) + "\n"
 
         def write() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                data = line.encode("utf-8")
-                if os.write(fd, data) != len(data):
-                    raise OSError(28, "No space left on device (short write)", str(self.path))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append(self.path, line.encode("utf-8"), sync=True)
 
         if self.tree is None:
             write()

@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from ..checks.command import on_program_start
 from ..deadline import call_with_deadline
 from ..metrics import metric_kind
 from ..monitoring import MetricRun, Progress
-from ..plan import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure, Step, Trigger
+from ..model import METRIC, MONITOR, READINESS, CheckSpec, Gate, Plan, Procedure, Step, Trigger
 from ..units import format_duration
 from .actions import ACTIONS, StepContext, StepResult
 from .expectations import Expectation, after_rollback
@@ -38,6 +38,10 @@ VERIFY_ROUNDS = 3
 GRACE = 1.0
 
 
+#: How a rollback step ended, in the words of a pytest report's outcome.
+StepVerdict = Literal["passed", "failed", "skipped"]
+
+
 @dataclass
 class StepOutcome:
     """One step as it is reported: passed, failed, or skipped (done before, or not reached)."""
@@ -46,7 +50,7 @@ class StepOutcome:
     procedure: str
     step: str
     action: str | None
-    verdict: str
+    verdict: StepVerdict
     result: StepResult
     start: float
     end: float
@@ -71,14 +75,14 @@ class RollbackResult:
 
 def select_procedures(plan: Plan, trigger: Trigger, failed_gates: Sequence[str]) -> tuple[list[Procedure], str]:
     """The procedures ``trigger`` runs, in plan order, and why those: the trigger's own list;
-    else those named like the failed gates (``service_validation`` -> ``service_rollback``);
-    else (and for a manual trigger) all of them."""
+    else those for the failed gates (``Procedure.gates``: service_rollback is for
+    service_validation); else (and for a manual trigger) all of them."""
     by_name = {p.name: p for p in plan.procedures}
     if trigger.procedures is not None:
         return [by_name[n] for n in trigger.procedures], f"the {trigger.name} trigger lists them"
     if trigger.name != "manual_trigger":
-        prefixes = {g.split("_")[0] for g in failed_gates}
-        matched = [p for p in plan.procedures if p.name.split("_")[0] in prefixes]
+        failed = set(failed_gates)
+        matched = [p for p in plan.procedures if failed.intersection(p.gates)]
         if matched:
             return matched, f"they match the failed gate(s) {', '.join(failed_gates)}"
         return list(plan.procedures), f"no procedure matches the failed gate(s) {', '.join(failed_gates)}: all run"
@@ -137,15 +141,17 @@ def judge_gates(plan: Plan, kinds: dict[str, CheckKind], gates: Sequence[Gate]) 
                     ctx = CheckContext(kind=spec.kind, params=expectation.params, target=target,
                                        base_dir=plan.base_dir, gate=f"rollback::{gate.name}", budget=gate.timeout,
                                        deadline=deadline, targets=plan.targets)
-                    finished, result, error = call_with_deadline(functools.partial(run, ctx), ctx.remaining() + GRACE)
+                    finished, checked, error = call_with_deadline(functools.partial(run, ctx), ctx.remaining() + GRACE)
                     if isinstance(error, NotBuilt):
                         lines.append(f"not checked: {name}: {error}")
                         counts["not checked"] += 1
                         continue
-                    if not finished or error is not None or result is None:
+                    if not finished or error is not None or checked is None:
                         why = (f"did not finish within the {format_duration(gate.timeout)} budget of gate {gate.name}"
                                if not finished else f"{type(error).__name__}: {error}")
                         result = CheckResult(False, why)
+                    else:
+                        result = checked
                 if spec.ready and not result.passed and not_ready is None:
                     not_ready = f"{spec.item_name(target)} failed: {result.summary}"
                 verdict = "passed" if result.passed else "failed" if gate.required else "warning"
@@ -198,7 +204,8 @@ def monitoring_verify_gate(plan: Plan, metrics: Sequence[str], until: float) -> 
     required, budget = plan.strategy_gates.get("monitoring_gate", (True, 0.0))
     longest = max((VERIFY_ROUNDS - 1) * m.interval + min(m.interval, budget or m.interval) for m in known)
     tasks = max((t.timeout for t in plan.tasks), default=0.0)
-    checks = tuple(CheckSpec(MONITOR, {"metric": m.name, "until": until}, "metric", m.mark) for m in known)
+    checks = tuple(CheckSpec(MONITOR, {"metric": m.name, "until": until}, "metric", m.mark, subject=m.name)
+                   for m in known)
     return Gate("monitoring_gate", checks, len(known) * (longest + tasks) + 1.0, required, None, None, known[0].mark)
 
 
@@ -306,8 +313,7 @@ def run_rollback(plan: Plan, trigger: Trigger, reason: str, procedures: Sequence
         def verify(names: list[str]) -> StepResult:
             if names:
                 return judge([gates_by_name[n] for n in names])
-            prefix = procedure.split("_")[0]
-            own = [g for g in plan.gates if g.name.split("_")[0] == prefix]
+            own = [g for g in plan.gates if g.name in by_name[procedure].gates]
             return judge(own or list(verify_gates))
         return verify
 
@@ -376,17 +382,17 @@ def _run_step(step: Step, done: set[str], stopped: str | None, deadline: float, 
             with on_program_start(started_program):  # in the thread that runs the action
                 return action.run(ctx)
 
-        finished, done, error = call_with_deadline(run, ctx.remaining() + GRACE)
+        finished, returned, error = call_with_deadline(run, ctx.remaining() + GRACE)
         if not finished:
             result = StepResult(False, f"did not finish within the budget of procedure {step.procedure} "
                                        "(or of its trigger)")
-        elif error is not None or done is None:  # an action's bug must not stop the rollback's record
+        elif error is not None or returned is None:  # an action's bug must not stop the rollback's record
             result = StepResult(False, f"{type(error).__name__}: {error}")
         else:
-            result = done
+            result = returned
     if ended and not still:
         result.details[:0] = [f"before running it again: {line}" for _, line in ended]
-    verdict = "passed" if result.passed else "failed"
+    verdict: StepVerdict = "passed" if result.passed else "failed"
     stop = time.time()
     journal.append("step_end", step=step.id, verdict=verdict, summary=result.summary,
                    duration_s=round(stop - started, 3))
@@ -403,7 +409,7 @@ def _final_verify(gates: Sequence[Gate], judge: Callable[[Sequence[Gate]], StepR
         result = StepResult(False, "not run: the trigger's budget was used up")
     else:
         result = judge(gates)
-    verdict = "passed" if result.passed else "failed"
+    verdict: StepVerdict = "passed" if result.passed else "failed"
     ended = time.time()
     journal.append("step_end", step=FINAL_VERIFY, verdict=verdict, summary=result.summary,
                    duration_s=round(ended - started, 3))

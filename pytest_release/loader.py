@@ -1,433 +1,128 @@
 """Loading a release plan: read, validate against the schema, check references, build the model.
 
-``load_plan`` either returns a :class:`Plan` or raises :class:`PlanError` carrying every problem
-found, each as ``FILE:LINE:COL: path.in.plan: message``. Nothing runs before a plan loads.
+``load_plan`` either returns a :class:`~pytest_release.model.Plan` or raises :class:`PlanError`
+carrying every problem found, each as ``FILE:LINE:COL: path.in.plan: message``. Nothing runs
+before a plan loads. The steps: YAML (:mod:`.yamldoc`) -> the JSON Schema (:mod:`.schema`) ->
+meaning (:class:`_Semantics`: unique names, references, units, the links :data:`CONVENTIONS`
+infers from names) -> the model (:mod:`.model`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
 
 import jsonschema
 
-from .checks import TARGET_KINDS, CheckKind
-from .checks.command import command_label
+from .checks import CheckKind
 from .compare import operator_hint
-from .notify import Receiver, build_receivers, check_receivers
+from .model import (
+    MAX_INSTANCES,
+    METRIC,
+    TARGET_KINDS,
+    Alert,
+    AnalyticsMetric,
+    Analysis,
+    CheckSpec,
+    Gate,
+    Metric,
+    MonitorMetric,
+    Plan,
+    Procedure,
+    Stage,
+    Step,
+    Target,
+    Task,
+    Trigger,
+    Workflow,
+    count_urls,
+    merge_params,
+    target_kind,
+)
+from .notify import build_receivers, check_receivers
 from .problems import PlanError, Problem, did_you_mean, format_path
 from .schema import plan_schema
-from .secrets import redact, redact_value
+from .secrets import redact
 from .units import FORMAT_CHECKER, parse_duration
-from .yamldoc import Document, Mark, load_yaml_text, read_text
+from .yamldoc import Document, load_yaml_text, read_text
 
-__all__ = ["MAX_INSTANCES", "Alert", "AnalyticsMetric", "Analysis", "CheckSpec", "Gate", "MonitorMetric", "Plan",
-           "Stage", "Target", "Task", "Workflow", "count_urls", "load_plan", "merge_params", "target_kind"]
+__all__ = ["CONVENTIONS", "DEFAULT_TIMEOUT", "Convention", "PlanError", "load_plan"]
 
+#: The budget of a gate, procedure, trigger or workflow that gives none (and whose strategy gate
+#: gives none either).
 DEFAULT_TIMEOUT = 300.0
-#: The most instances one target may have (a list of URLs, or ranges such as {8001..8004}).
-MAX_INSTANCES = 1000
-DEFAULT_EVIDENCE = "evidence/release"
-STRATEGY_GATES = ("validation_gate", "rollback_gate", "monitoring_gate")
-#: The check kind of the rollback_gate's readiness checks (internal: not for plans to name).
-READINESS = "rollback_readiness"
-#: The check kind of a validation metric, added to each gate it covers (internal).
-METRIC = "validation_metric"
-#: The check kind of a monitoring metric, one per metric in each stage's monitoring_gate (internal).
-MONITOR = "monitoring_metric"
-#: The check kind of a workflow's action step, such as release_workflow's deploy (internal).
-WORKFLOW_STEP = "workflow_step"
+
+
+# -- naming conventions -------------------------------------------------------------------------
+
+
+def _first_word(name: str) -> str:
+    return name.split("_")[0]
+
+
+def _last_word(name: str) -> str:
+    return name.rpartition("_")[2]
 
 
 @dataclass(frozen=True)
-class Target:
-    """Something checks look at: a service, a data store, config files or artifacts."""
+class Convention:
+    """A link a plan may leave out, inferred from names: ``word(name)`` is what the name says;
+    for a link between two entries, ``matches(word, other)`` says whether the other entry (by its
+    name) is one it links to. ``explicit`` is how a plan says it instead (which always wins)."""
 
-    name: str
-    kind: str
-    spec: Mapping[str, Any]
-    mark: Mark
+    what: str
+    example: str
+    explicit: str
+    word: Callable[[str], str]
+    matches: Callable[[str, str], bool] | None = None
 
-    def describe(self) -> str:
-        key = next(k for k in TARGET_KINDS if k in self.spec)
-        value = self.spec[key]
-        return f"{self.name} ({self.kind}: {', '.join(value) if isinstance(value, list) else value})"
-
-    def instances(self) -> list[Target]:
-        """One target per instance: a service with several URLs (a list, or a ``{a..b}`` range)
-        is judged per URL, as ``api@host:port``; every other target is its own one instance."""
-        url = self.spec.get("url")
-        urls = expand_urls(url) if url is not None else []
-        if not urls or urls == [url]:
-            return [self]
-        return [replace(self, name=f"{self.name}@{_host_port(u)}", spec={**self.spec, "url": u}) for u in urls]
+    def linked(self, name: str, others: Iterable[str]) -> list[str]:
+        """The entries among ``others`` that ``name`` links to, in their order."""
+        assert self.matches is not None
+        word = self.word(name)
+        return [other for other in others if self.matches(word, other)]
 
 
-_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
-def count_urls(value: str | Sequence[str]) -> int:
-    """How many URLs ``value`` expands to, counted without expanding it."""
-    total = 0
-    for url in [value] if isinstance(value, str) else value:
-        if not isinstance(url, str):
-            continue  # the schema rejected it
-        count = 1
-        for match in _RANGE.finditer(url):
-            count *= abs(int(match.group(2)) - int(match.group(1))) + 1
-        total += count
-    return total
-
-
-def expand_urls(value: str | Sequence[str]) -> list[str]:
-    """Every URL of ``value``: a list as it is, a ``{a..b}`` range in a string expanded; at most
-    ``MAX_INSTANCES`` (a plan with more does not load)."""
-    if count_urls(value) > MAX_INSTANCES:
-        raise ValueError(f"more than {MAX_INSTANCES} instances")
-    found: list[str] = []
-    for url in [value] if isinstance(value, str) else value:
-        match = _RANGE.search(url)
-        if match is None:
-            found.append(url)
-            continue
-        low, high = int(match.group(1)), int(match.group(2))
-        step = 1 if high >= low else -1
-        for number in range(low, high + step, step):
-            found += expand_urls(url[:match.start()] + str(number) + url[match.end():])
-    return found
-
-
-def _host_port(url: str) -> str:
-    """``host:port`` of a URL, with its path when it has one (instances may differ by path)."""
-    parts = urlsplit(url)
-    return (parts.netloc + parts.path.rstrip("/")) or url
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    index: int
-    validation: bool
-    rollback: bool
-    monitoring: bool
-    mark: Mark
-    #: The release is deployed when this stage runs (default: every stage but the first). A
-    #: required gate failing in a deployed stage fires validation_failure; before, it blocks.
-    deployed: bool = False
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """One entry of a gate's ``checks`` list; ``label`` is its item name before the target."""
-
-    kind: str
-    params: Mapping[str, Any]
-    label: str
-    mark: Mark
-    #: What the final verify after a rollback does with this check: ``None`` (the default: see
-    #: ``rollback.expectations``), ``"judge"`` (as written), ``"skip"``, or parameter overrides.
-    after_rollback: str | Mapping[str, Any] | None = None
-    #: A readiness check: the gate's other checks start only once it passed.
-    ready: bool = False
-
-    def item_name(self, target: Target | None) -> str:
-        """``health[api]``; a check without a target names what it runs (``command[migrate]``)."""
-        if target is not None:
-            return f"{self.label}[{target.name}]"
-        if self.kind == "command":
-            return f"{self.label}[{command_label(dict(self.params))}]"
-        suffix = self.params.get("procedure") or self.params.get("metric")
-        return f"{self.label}[{suffix}]" if suffix else self.label
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A validation gate: its checks, budget, whether it is required, where it applies."""
-
-    name: str
-    checks: tuple[CheckSpec, ...]
-    timeout: float
-    required: bool
-    targets: tuple[str, ...] | None
-    stages: tuple[str, ...] | None
-    mark: Mark
-    #: How many of the gate's target checks run at once in one process.
-    concurrency: int = 16
-    #: ``"judge"`` or ``"skip"``: the default of its checks' ``after_rollback`` (``None``: theirs).
-    after_rollback: str | None = None
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A validation metric: its gates' checks sampled every ``interval`` over ``window``; the
-    share of good samples must reach ``threshold``."""
-
-    name: str
-    threshold: float
-    window: float
-    interval: float
-    gates: tuple[str, ...]
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class MonitorMetric:
-    """A monitoring metric: sampled every ``interval`` across a stage's monitoring window.
-
-    A sample comes from ``check`` run against ``targets`` (good when it passes), or from a
-    Prometheus instant query (good when its value ``compare``s with ``threshold``).
-    """
-
-    name: str
-    interval: float
-    threshold: float
-    #: This metric's window; ``None``: the monitoring_gate's window.
-    window: float | None
-    check: CheckSpec | None
-    targets: tuple[str, ...] | None
-    prometheus: Mapping[str, Any] | None
-    mark: Mark
-
-    @property
-    def compare(self) -> str:
-        return str((self.prometheus or {}).get("compare", ">="))
-
-
-@dataclass(frozen=True)
-class Alert:
-    """An alert on a monitoring metric: it fires when the share of good samples over the last
-    ``window`` seconds falls below ``threshold``."""
-
-    name: str
-    metric: str
-    threshold: float
-    window: float
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class Task:
-    """A periodic task: ``check`` run against ``targets`` every ``interval`` while a monitoring
-    window is open; its runs count as samples of ``metric`` (when it has one)."""
-
-    name: str
-    interval: float
-    timeout: float
-    check: CheckSpec
-    targets: tuple[str, ...] | None
-    metric: str | None
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class AnalyticsMetric:
-    """An analytics metric: what each run adds to the history store. ``source`` is ``system`` (the
-    run's own figures), ``checks`` (every number checks of ``kind`` measured) or ``sql`` (one
-    number from ``sql`` run on the data store ``target``). ``interval`` is its trend's resolution,
-    ``retention`` how long its samples are kept (``None``: for ever); neither is time-scaled."""
-
-    name: str
-    source: str
-    kind: str | None
-    sql: str | None
-    target: str | None
-    interval: float | None
-    retention: float | None
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """An analysis of an analytics metric's history over ``retention``: a trend per ``interval``,
-    and this run against the previous release, where worse by more than ``tolerance`` is a
-    regression. ``checks``: also compare check verdicts (an analysis of the system metrics)."""
-
-    name: str
-    metric: str
-    interval: float | None
-    retention: float | None
-    tolerance: float
-    checks: bool
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class Step:
-    """A rollback step: its name in the procedure and the action it resolves to (``None``: none)."""
-
-    procedure: str
-    name: str
-    index: int
-    action: str | None
-    params: Mapping[str, Any]
-    mark: Mark
-
-    @property
-    def id(self) -> str:
-        return f"{self.procedure}::{self.name}"
-
-
-@dataclass(frozen=True)
-class Procedure:
-    name: str
-    steps: tuple[Step, ...]
-    timeout: float
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class Workflow:
-    """An automation workflow: its steps in order (a step's action is ``None`` when the step
-    names what pytest-release does itself: validate, verify, a stage, backup, revert, ...)."""
-
-    name: str
-    steps: tuple[Step, ...]
-    timeout: float
-    mark: Mark
-
-
-@dataclass(frozen=True)
-class Trigger:
-    name: str
-    action: str
-    timeout: float
-    procedures: tuple[str, ...] | None
-    mark: Mark
-    #: The validation gates its final verify re-judges (``None``: the failed ones, or the last
-    #: stage's for a manual or monitoring rollback).
-    verify: tuple[str, ...] | None = None
-
-
-@dataclass
-class Plan:
-    path: Path
-    display: str
-    sha256: str
-    name: str
-    version: str
-    evidence: str | None
-    stages: list[Stage]
-    targets: dict[str, Target]
-    gates: list[Gate]
-    secrets: frozenset[str]
-    not_acted_on: list[str] = field(default_factory=list)
-    #: The plan's sections as loaded (plain data, ``${env:...}`` values substituted).
-    data: dict[str, Any] = field(default_factory=dict, repr=False)
-    procedures: list[Procedure] = field(default_factory=list)
-    triggers: dict[str, Trigger] = field(default_factory=dict)
-    #: The strategy's gates by name (validation_gate, rollback_gate, monitoring_gate): required, timeout.
-    strategy_gates: dict[str, tuple[bool, float]] = field(default_factory=dict)
-    metrics: dict[str, Metric] = field(default_factory=dict)
-    #: Every budget, window and interval is the plan's times this (a rehearsal when below 1).
-    time_scale: float = 1.0
-    monitors: dict[str, MonitorMetric] = field(default_factory=dict)
-    alerts: list[Alert] = field(default_factory=list)
-    tasks: list[Task] = field(default_factory=list)
-    workflows: dict[str, Workflow] = field(default_factory=dict)
-    #: How long each stage's monitoring window lasts (see MonitorMetric.window).
-    monitoring_window: float = 0.0
-    #: The gate of each stage that a workflow's action step runs as (see workflows.select_workflow).
-    workflow_gates: dict[str, Gate] = field(default_factory=dict)
-    analytics_metrics: dict[str, AnalyticsMetric] = field(default_factory=dict)
-    analyses: list[Analysis] = field(default_factory=list)
-    #: The history store as the plan gives it (``None``: the evidence tree's SQLite file).
-    history_store: str | None = None
-    #: The webhook receivers of ``notify`` (see the notify module).
-    notify: list[Receiver] = field(default_factory=list)
-
-    def effective(self) -> dict[str, Any]:
-        """The plan as this run uses it: defaults applied, secrets redacted, and for each section
-        whether this version acts on it."""
-        strategy = dict(self.data.get("strategy") or {})
-        strategy["stages"] = [{"name": s.name, "validation": s.validation, "rollback": s.rollback,
-                               "monitoring": s.monitoring} for s in self.stages]
-        effective: dict[str, Any] = {
-            "release": {"name": self.name, "version": self.version, "evidence": self.evidence},
-            "targets": {n: {"kind": t.kind, **t.spec} for n, t in self.targets.items()},
-            "strategy": strategy,
-            "validation": {
-                "gates": [{"name": g.name, "timeout_s": g.timeout, "required": g.required,
-                           "targets": list(g.targets) if g.targets is not None else list(self.targets),
-                           "stages": list(g.stages) if g.stages is not None
-                           else [s.name for s in self.stages if s.validation],
-                           "after_rollback": g.after_rollback,
-                           "checks": [{"kind": c.kind, "name": c.label, "params": dict(c.params),
-                                       "after_rollback": c.after_rollback if not isinstance(c.after_rollback, Mapping)
-                                       else dict(c.after_rollback), "ready": c.ready}
-                                      for c in g.checks]}
-                          for g in self.gates],
-                "metrics": (self.data.get("validation") or {}).get("metrics", []),
-            },
-        }
-        for section in ("rollback", "monitoring", "analytics", "automation"):
-            if section in self.data:
-                effective[section] = self.data[section]
-        effective["not_acted_on"] = list(self.not_acted_on)
-        return redact_value(effective, self.secrets)  # type: ignore[return-value]
-
-    @property
-    def title(self) -> str:
-        """``name version``, or the name alone when the plan gives no version."""
-        return f"{self.name} {self.version}".strip()
-
-    @property
-    def base_dir(self) -> Path:
-        """Relative paths in the plan are relative to the plan file's directory."""
-        return self.path.parent
-
-    def gates_in(self, stage: Stage) -> list[Gate]:
-        """The validation gates that run in ``stage``, in plan order."""
-        if not stage.validation:
-            return []
-        return [g for g in self.gates if g.stages is None or stage.name in g.stages]
-
-    def readiness_gate(self, stage: Stage) -> Gate | None:
-        """The strategy's rollback_gate in ``stage``: one readiness check per rollback procedure
-        (it takes backups in a stage before the release is deployed)."""
-        if not stage.rollback or "rollback_gate" not in self.strategy_gates or not self.procedures:
-            return None
-        required, timeout = self.strategy_gates["rollback_gate"]
-        checks = tuple(CheckSpec(READINESS, {"procedure": p.name, "take_backups": not stage.deployed},
-                                 "readiness", p.mark) for p in self.procedures)
-        return Gate("rollback_gate", checks, timeout, required, None, None, self.procedures[0].mark)
-
-    def monitoring_gate(self, stage: Stage) -> Gate | None:
-        """The strategy's monitoring_gate in ``stage``: one item per monitoring metric, all sampled
-        across one window."""
-        if not stage.monitoring or "monitoring_gate" not in self.strategy_gates or not self.monitors:
-            return None
-        required, timeout = self.strategy_gates["monitoring_gate"]
-        checks = tuple(CheckSpec(MONITOR, {"metric": m.name}, "metric", m.mark) for m in self.monitors.values())
-        mark = next(iter(self.monitors.values())).mark
-        return Gate("monitoring_gate", checks, timeout, required, None, None, mark,
-                    concurrency=len(checks))
-
-    def stage_gates(self, stage: Stage) -> list[Gate]:
-        """Every gate that runs in ``stage``: the rollback_gate first, then the validation gates,
-        then the monitoring_gate (its window opens once the stage's validation is done)."""
-        if stage.name in self.workflow_gates:
-            return [self.workflow_gates[stage.name]]
-        readiness = self.readiness_gate(stage)
-        monitoring = self.monitoring_gate(stage)
-        return ([readiness] if readiness else []) + self.gates_in(stage) + ([monitoring] if monitoring else [])
-
-    def window_of(self, metric: MonitorMetric) -> float:
-        return metric.window if metric.window is not None else self.monitoring_window
-
-    def targets_named(self, names: Sequence[str] | None, kind: CheckKind) -> list[Target]:
-        """The instances of the targets ``names`` (default: all) that checks of ``kind`` can judge."""
-        names = list(self.targets) if names is None else names
-        return [i for n in names if kind.can_judge(self.targets[n]) for i in self.targets[n].instances()]
-
-    def targets_for(self, gate: Gate, check: CheckSpec, kinds: Mapping[str, CheckKind]) -> list[Target]:
-        """The targets ``check`` judges in ``gate``: the gate's targets (all by default) it can judge."""
-        return self.targets_named(gate.targets, kinds[check.kind])
+CONVENTIONS: dict[str, Convention] = {
+    "metric_gates": Convention(
+        "the validation gates a validation metric samples", "service_metrics samples service_validation",
+        "validation.metrics[].gates", _first_word, lambda word, gate: _first_word(gate) == word),
+    "procedure_gates": Convention(
+        "the validation gates a rollback procedure is for: a trigger without procedures runs the ones for "
+        "the failed gates, and a verify step without gates re-judges them",
+        "service_rollback is for service_validation",
+        "rollback.triggers[].procedures, a verify step's gates", _first_word,
+        lambda word, gate: _first_word(gate) == word),
+    "alert_metric": Convention(
+        "the monitoring metric an alert watches (the one whose name holds the alert's word)",
+        "health_alert watches service_health", "monitoring.alerts[].metric",
+        lambda name: name.removesuffix("_alert"), lambda word, metric: word in metric.split("_")),
+    "monitoring_check": Convention(
+        "the check kind a monitoring metric samples (its name's last word)", "service_health samples health",
+        "monitoring.metrics[].source.check", _last_word),
+    "task_check": Convention(
+        "the check kind a task runs (KIND_check)", "health_check runs health", "automation.tasks[].check",
+        lambda name: _last_word(name.removesuffix("_check"))),
+    "analytics_source": Convention(
+        "what an analytics metric records: system_metrics the run's own figures, KIND_metrics what checks "
+        "of KIND measured", "performance_metrics records performance checks' numbers",
+        "analytics.metrics[].source", lambda name: name.removesuffix("_metrics")),
+    "analysis_metric": Convention(
+        "the analytics metric an analysis reads", "system_analysis reads system_metrics",
+        "analytics.analysis[].metric", lambda name: name.removesuffix("_analysis") + "_metrics"),
+    "verify_step": Convention(
+        "the action of a procedure step named verify that gives none", "steps: [verify] verifies",
+        "steps: [{verify: {verify: {gates: [...]}}}]", lambda name: name if name == "verify" else ""),
+}
+"""Every link the loader infers from names, in one table (nothing else in the package reads
+meaning into a name). The loader consults it while it checks a plan (a plan whose implicit link
+finds nothing, or several, does not load) and when it builds the model, where each link is stored
+as plain data: ``Metric.gates``, ``Procedure.gates``, ``Alert.metric``, the check of a
+``MonitorMetric`` or ``Task``, ``AnalyticsMetric.source``, ``Analysis.metric``, a step's action."""
 
 
 def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
@@ -446,13 +141,14 @@ def load_plan(path: str | os.PathLike[str], kinds: Mapping[str, CheckKind], *,
         doc.add((), "a plan is a mapping of sections (release, targets, strategy, rollback, "
                     "validation, monitoring, analytics, automation)")
         raise PlanError(_redact(doc.problems, doc.secrets))
+    data: dict[str, Any] = doc.data
     _nul_problems(doc)
-    rejected = _schema_problems(doc, kinds)
+    rejected = _schema_problems(doc, data, kinds)
     # The meaning of the plan is read from what the schema accepted only: every value it rejected
     # is taken out first, so the semantic pass never meets a wrong type, and the problems it finds
     # elsewhere are still reported with the schema's, at once. A plan with problems is not built.
-    _prune(doc.data, rejected)
-    checker = _Semantics(doc, kinds, time_scale)
+    _prune(data, rejected)
+    checker = _Semantics(doc, data, kinds, time_scale)
     checker.run()
     if doc.problems:
         raise PlanError(_redact(doc.problems, doc.secrets))
@@ -504,8 +200,9 @@ def _validator(kinds: Mapping[str, CheckKind]) -> jsonschema.protocols.Validator
     return cached[1]
 
 
-def _schema_problems(doc: Document, kinds: Mapping[str, CheckKind]) -> list[jsonschema.ValidationError]:
-    errors = list(_validator(kinds).iter_errors(doc.data))
+def _schema_problems(doc: Document, data: Mapping[str, Any],
+                     kinds: Mapping[str, CheckKind]) -> list[jsonschema.ValidationError]:
+    errors = list(_validator(kinds).iter_errors(data))
     for error in errors:
         _translate(doc, error)
     return errors
@@ -518,7 +215,7 @@ def _prune(data: dict[str, Any], errors: Iterable[jsonschema.ValidationError]) -
     every key as optional."""
     doomed: list[tuple[object, ...]] = []
     for error in errors:
-        path = tuple(error.absolute_path)
+        path: tuple[object, ...] = tuple(error.absolute_path)
         if error.validator == "required":
             continue
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -542,6 +239,11 @@ def _prune(data: dict[str, Any], errors: Iterable[jsonschema.ValidationError]) -
             parent.pop(path[-1], None)
         elif isinstance(parent, list) and isinstance(path[-1], int) and path[-1] < len(parent):
             parent[path[-1]] = None
+
+
+def _values(value: object) -> list[Any]:
+    """A schema keyword's value as a list (``type: string`` is ``[string]``)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _hint(what: str | None) -> str:
@@ -575,17 +277,16 @@ def _translate(doc: Document, error: jsonschema.ValidationError) -> None:
             doc.add(key_path, f"{instance!r} is not {what or 'a valid key'}", key=True)
         return
     if error.validator == "enum":
-        choices = [str(c) for c in error.validator_value]
+        choices = [str(c) for c in _values(error.validator_value)]
         doc.add(path, f"{instance!r} is not {what or 'allowed here'}{did_you_mean(str(instance), choices)};"
                       f" choose from: {', '.join(choices)}{_hint(what)}")
     elif error.validator == "required":
-        missing = [k for k in error.validator_value if k not in instance]
+        missing = [k for k in _values(error.validator_value) if k not in _mapping(instance)]
         doc.add(path, f"missing required key {', '.join(map(repr, missing))}")
     elif error.validator == "type":
         wanted = what or " or ".join(f"a {t}" if t not in ("object", "array") else
                                      {"object": "a mapping", "array": "a list"}[t]
-                                     for t in ([error.validator_value] if isinstance(error.validator_value, str)
-                                               else error.validator_value))
+                                     for t in _values(error.validator_value))
         doc.add(path, f"{instance!r} is {_type_name(instance)}, expected {wanted}")
     elif error.validator == "format" and error.cause is not None:
         doc.add(path, str(error.cause))
@@ -611,6 +312,12 @@ def _items(value: object) -> list[tuple[int, dict[str, Any]]]:
     return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)]
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one (what the schema rejected is taken out
+    before the semantic pass, but a section may still be missing or empty)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _section(data: Mapping[str, Any], *keys: str) -> Any:
     value: Any = data
     for key in keys:
@@ -621,9 +328,10 @@ def _section(data: Mapping[str, Any], *keys: str) -> Any:
 class _Semantics:
     """What a schema cannot say: unique names, references, units, what runs and what not yet."""
 
-    def __init__(self, doc: Document, kinds: Mapping[str, CheckKind], time_scale: float = 1.0) -> None:
+    def __init__(self, doc: Document, data: dict[str, Any], kinds: Mapping[str, CheckKind],
+                 time_scale: float = 1.0) -> None:
         self.doc = doc
-        self.data: dict[str, Any] = doc.data  # type: ignore[assignment]
+        self.data = data
         self.kinds = kinds
         self.time_scale = time_scale
 
@@ -701,7 +409,7 @@ class _Semantics:
                                  key=True)
 
     def _gates(self) -> None:
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         stages = [s.get("name") for _, s in _items(_section(self.data, "strategy", "stages"))]
         for gi, gate in _items(_section(self.data, "validation", "gates")):
             gpath = ("validation", "gates", gi)
@@ -734,7 +442,7 @@ class _Semantics:
                             self.doc.add(gpath + ("checks", ci), f"check {kind_name!r}: {problem}")
                             break
                 for ref in kind.target_refs if isinstance(params, dict) else ():
-                    value = params.get(ref)
+                    value = _mapping(params).get(ref)
                     if not isinstance(value, str):
                         continue
                     where = gpath + ("checks", ci, kind_name, ref)
@@ -782,10 +490,11 @@ class _Semantics:
         strategy_gates = [g.get("name") for _, g in _items(_section(self.data, "strategy", "gates"))]
         for mi, metric in _items(_section(self.data, "validation", "metrics")):
             name = metric.get("name")
-            if "gates" not in metric and isinstance(name, str) and not any(
-                    isinstance(g, str) and g.split("_")[0] == name.split("_")[0] for g in gates):
+            convention = CONVENTIONS["metric_gates"]
+            if "gates" not in metric and isinstance(name, str) and not convention.linked(
+                    name, [g for g in gates if isinstance(g, str)]):
                 self.doc.add(("validation", "metrics", mi), f"metric {name!r} covers no gate: no gate is named like "
-                             f"it ({name.split('_')[0]}_...); list them with gates: [...]")
+                             f"it ({convention.word(name)}_...); list them with gates: [...]")
         procedures_ = _section(self.data, "rollback", "procedures")
         if "rollback_gate" in strategy_gates and not procedures_:
             self.doc.add(("strategy", "gates"), "strategy.gates has a rollback_gate but rollback.procedures "
@@ -803,7 +512,7 @@ class _Semantics:
                 if isinstance(gname, str) and gname not in gates:
                     self.doc.add(("rollback", "triggers", ti, "verify", gi),
                                  f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         for gi, gate in _items(_section(self.data, "validation", "gates")):
             for ci, check in enumerate(gate.get("checks") or []):
                 if not (isinstance(check, dict) and len(check) == 1):
@@ -818,7 +527,8 @@ class _Semantics:
                 for error in jsonschema.Draft202012Validator(kind.params).iter_errors(merged):
                     self.doc.add(where, f"with these overrides the check's parameters are wrong: {error.message}")
                     break
-                named = gate.get("targets") if isinstance(gate.get("targets"), list) else list(targets)
+                given = gate.get("targets")
+                named: list[Any] = given if isinstance(given, list) else list(targets)
                 for tname in named:
                     target = targets.get(tname) if isinstance(tname, str) else None
                     if kind.param_problem and isinstance(target, dict) and target_kind(target) in kind.judges:
@@ -827,9 +537,9 @@ class _Semantics:
                             self.doc.add(where, f"check {kind_name!r}: {problem}")
                             break
 
-    def _probe(self, name: str, entry: object, suffix: str) -> tuple[str | None, dict[str, Any]]:
+    def _probe(self, name: str, entry: object, convention: str) -> tuple[str | None, dict[str, Any]]:
         """The check kind and parameters a monitoring metric or task runs: ``entry`` (a check
-        entry) when given, else the kind its name ends in (service_health -> health)."""
+        entry) when given, else the kind its name says by ``convention`` (service_health -> health)."""
         if isinstance(entry, str):
             return entry, {}
         if isinstance(entry, dict) and len(entry) == 1:
@@ -837,13 +547,13 @@ class _Semantics:
             return kind, dict(params) if isinstance(params, dict) else {}
         if entry is not None:  # the schema rejected it (and took it apart): no kind to read
             return None, {}
-        word = name.removesuffix(suffix).rpartition("_")[2] if suffix else name.rpartition("_")[2]
+        word = CONVENTIONS[convention].word(name)
         kind = self.kinds.get(word)
         return (word, {}) if kind is not None and kind.judges and kind.run is not None else (None, {})
 
     def _monitoring(self) -> None:
         """Each monitoring metric has a source that can sample; alerts and tasks find their metric."""
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         metrics = _items(_section(self.data, "monitoring", "metrics"))
         probes: dict[str, str | None] = {}
         for mi, metric in metrics:
@@ -851,7 +561,7 @@ class _Semantics:
             if not isinstance(name, str):
                 continue
             path = ("monitoring", "metrics", mi)
-            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            source = _mapping(metric.get("source"))
             if "check" in source and "prometheus" in source:
                 self.doc.add(path + ("source",), "a source is a check or a prometheus query, not both")
                 continue
@@ -861,7 +571,7 @@ class _Semantics:
                     self.doc.add(path + ("source", "targets"), "targets apply to a check source, not to prometheus",
                                  key=True)
                 continue
-            kind_name, _ = self._probe(name, source.get("check"), "")
+            kind_name, _ = self._probe(name, source.get("check"), "monitoring_check")
             probes[name] = kind_name
             if kind_name is None and source.get("check") is not None:
                 continue  # the schema said what is wrong with it
@@ -874,8 +584,7 @@ class _Semantics:
         for ai, alert in _items(_section(self.data, "monitoring", "alerts")):
             if "metric" in alert or not isinstance(alert.get("name"), str):
                 continue
-            word = alert["name"].removesuffix("_alert")
-            found = [m for m in probes if word in m.split("_")]
+            found = CONVENTIONS["alert_metric"].linked(alert["name"], probes)
             if len(found) != 1:
                 why = f"several metrics match ({', '.join(found)})" if found else "no metric is named like it"
                 self.doc.add(("monitoring", "alerts", ai), f"alert {alert['name']!r} covers no single monitoring "
@@ -885,7 +594,7 @@ class _Semantics:
             if not isinstance(name, str):
                 continue
             path = ("automation", "tasks", ti)
-            kind_name, _ = self._probe(name, task.get("check"), "_check")
+            kind_name, _ = self._probe(name, task.get("check"), "task_check")
             if kind_name is None and task.get("check") is not None:
                 continue  # the schema said what is wrong with it
             if kind_name is None:
@@ -893,21 +602,21 @@ class _Semantics:
                                    "check kind; give check: KIND")
                 continue
             self._probe_targets(path, task.get("targets"), kind_name, targets, f"task {name!r}")
-            metric = task.get("metric")
-            if isinstance(metric, str) and metric not in probes:
-                self.doc.add(path + ("metric",), f"no monitoring metric named {metric!r}{did_you_mean(metric, probes)}")
+            mname = task.get("metric")
+            if isinstance(mname, str) and mname not in probes:
+                self.doc.add(path + ("metric",), f"no monitoring metric named {mname!r}{did_you_mean(mname, probes)}")
 
     def analytics_source(self, entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(source, check kind) of an analytics metric: given, or from its name (system_metrics,
         KIND_metrics); ``(None, None)`` when neither says."""
-        source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+        source = _mapping(entry.get("source"))
         if source.get("system"):
             return "system", None
         if "sql" in source:
             return "sql", None
         if isinstance(source.get("checks"), str):
             return "checks", source["checks"]
-        word = str(entry.get("name", "")).removesuffix("_metrics")
+        word = CONVENTIONS["analytics_source"].word(str(entry.get("name", "")))
         if word == "system":
             return "system", None
         if word in self.kinds:
@@ -918,16 +627,16 @@ class _Semantics:
     def analysis_metric(entry: Mapping[str, Any]) -> str:
         """The analytics metric an analysis reads: ``metric:``, else the one named like it
         (system_analysis reads system_metrics)."""
-        return str(entry.get("metric") or str(entry.get("name", "")).removesuffix("_analysis") + "_metrics")
+        return str(entry.get("metric") or CONVENTIONS["analysis_metric"].word(str(entry.get("name", ""))))
 
     def _analytics(self) -> None:
         """Each analytics source names one thing that exists; each analysis finds its metric."""
-        targets = self.data.get("targets") if isinstance(self.data.get("targets"), dict) else {}
+        targets = _mapping(self.data.get("targets"))
         names = []
         for mi, metric in _items(_section(self.data, "analytics", "metrics")):
             names.append(metric.get("name"))
             path = ("analytics", "metrics", mi, "source")
-            source = metric.get("source") if isinstance(metric.get("source"), dict) else {}
+            source = _mapping(metric.get("source"))
             if len([k for k in ("checks", "system", "sql") if k in source]) > 1:
                 self.doc.add(path, "a source is one of checks, system or sql")
                 continue
@@ -1008,7 +717,7 @@ class _Semantics:
             ))
         metrics = self._metrics([g.name for g in gates])
         for index, gate in enumerate(gates):
-            covering = tuple(CheckSpec(METRIC, {"metric": m.name}, "metric", m.mark)
+            covering = tuple(CheckSpec(METRIC, {"metric": m.name}, "metric", m.mark, subject=m.name)
                              for m in metrics.values() if gate.name in m.gates)
             if covering:
                 gates[index] = replace(gate, checks=gate.checks + covering)
@@ -1018,7 +727,8 @@ class _Semantics:
                     secrets=frozenset(self.doc.secrets), data=data, metrics=metrics, time_scale=self.time_scale)
         plan.strategy_gates = {name: (g.get("required", True), self.seconds(g.get("timeout", DEFAULT_TIMEOUT)))
                                for name, g in strategy_gates.items()}
-        plan.procedures = [self._procedure(i, p) for i, p in _items(_section(data, "rollback", "procedures"))]
+        plan.procedures = [self._procedure(i, p, [g.name for g in gates])
+                           for i, p in _items(_section(data, "rollback", "procedures"))]
         plan.triggers = {
             t["name"]: Trigger(t["name"], t.get("action", "rollback"), self.seconds(t.get("timeout", DEFAULT_TIMEOUT)),
                                tuple(t["procedures"]) if "procedures" in t else None,
@@ -1034,7 +744,7 @@ class _Semantics:
         return plan
 
     def _build_analytics(self, plan: Plan) -> None:
-        section = self.data.get("analytics") if isinstance(self.data.get("analytics"), dict) else {}
+        section = _mapping(self.data.get("analytics"))
         plan.history_store = section.get("store")
         for mi, entry in _items(section.get("metrics")):
             source, kind = self.analytics_source(entry)
@@ -1067,7 +777,7 @@ class _Semantics:
             source = m.get("source") or {}
             check = None
             if "prometheus" not in source:
-                kind, params = self._probe(m["name"], source.get("check"), "")
+                kind, params = self._probe(m["name"], source.get("check"), "monitoring_check")
                 check = self._spec(kind, params, path) if kind else None
             plan.monitors[m["name"]] = MonitorMetric(
                 m["name"], self.seconds(m.get("interval", 60)), float(m.get("threshold", 1.0)),
@@ -1075,13 +785,12 @@ class _Semantics:
                 tuple(source["targets"]) if "targets" in source else None, source.get("prometheus"),
                 self.doc.mark(path))
         for ai, a in _items(_section(self.data, "monitoring", "alerts")):
-            word = a["name"].removesuffix("_alert")
-            metric = a.get("metric") or next(m for m in plan.monitors if word in m.split("_"))
+            metric = a.get("metric") or CONVENTIONS["alert_metric"].linked(a["name"], plan.monitors)[0]
             plan.alerts.append(Alert(a["name"], metric, float(a.get("threshold", 1.0)),
                                      self.seconds(a.get("window", 300)), self.doc.mark(("monitoring", "alerts", ai))))
         for ti, t in _items(_section(self.data, "automation", "tasks")):
             path = ("automation", "tasks", ti)
-            kind, params = self._probe(t["name"], t.get("check"), "_check")
+            kind, params = self._probe(t["name"], t.get("check"), "task_check")
             assert kind is not None
             metric = t.get("metric") or next((m.name for m in plan.monitors.values()
                                               if m.check is not None and m.check.kind == kind), None)
@@ -1109,28 +818,33 @@ class _Semantics:
             # A gate's first check with retries waits for the service: the others wait for it.
             ready = params.pop("ready", None)
             ready = bool(ready) if ready is not None else ci == 0 and bool(params.get("retries"))
-            label = f"{kind}-{params['name']}" if params.get("name") and kind != "command" else kind
-            specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,)), after_rollback, ready))
+            # A kind that names its items itself (command[migrate]: see CheckKind.label) is asked
+            # here, once; any other check with a name is labelled kind-name (health-deep[api]).
+            namer = self.kinds[kind].label
+            subject = namer(params) if namer is not None else None
+            label = f"{kind}-{params['name']}" if params.get("name") and namer is None else kind
+            specs.append(CheckSpec(kind, params, label, self.doc.mark(path + (ci,)), after_rollback, ready, subject))
         # Readiness checks run first; the others keep the plan's order.
         return tuple(sorted(specs, key=lambda s: not s.ready))
 
     def _metrics(self, gate_names: list[str]) -> dict[str, Metric]:
         """Validation metrics, each covering its ``gates`` (default: the gates named like it:
-        service_metrics -> service_validation). Ten samples per window unless an interval is given."""
+        service_metrics -> service_validation: see CONVENTIONS). Ten samples per window unless an
+        interval is given."""
         metrics = {}
         for i, m in _items(_section(self.data, "validation", "metrics")):
-            gates = tuple(m["gates"]) if "gates" in m else tuple(
-                g for g in gate_names if g.split("_")[0] == m["name"].split("_")[0])
+            gates = tuple(m["gates"]) if "gates" in m else tuple(CONVENTIONS["metric_gates"].linked(m["name"], gate_names))
             window = self.seconds(m.get("window", 300))
             interval = self.seconds(m["interval"]) if "interval" in m else window / 10
             metrics[m["name"]] = Metric(m["name"], float(m.get("threshold", 1.0)), window, interval, gates,
                                         self.doc.mark(("validation", "metrics", i)))
         return metrics
 
-    def _procedure(self, index: int, entry: Mapping[str, Any]) -> Procedure:
+    def _procedure(self, index: int, entry: Mapping[str, Any], gate_names: list[str]) -> Procedure:
         path = ("rollback", "procedures", index)
         return Procedure(entry["name"], self._steps(entry, path, verify_default=True),
-                         self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)), self.doc.mark(path))
+                         self.seconds(entry.get("timeout", DEFAULT_TIMEOUT)), self.doc.mark(path),
+                         tuple(CONVENTIONS["procedure_gates"].linked(entry["name"], gate_names)))
 
     def _steps(self, entry: Mapping[str, Any], path: tuple[object, ...], verify_default: bool = False) -> tuple[Step, ...]:
         """A procedure's or workflow's steps, each with its action from ``actions`` or inline."""
@@ -1138,7 +852,7 @@ class _Semantics:
         steps = []
         for si, item in enumerate(entry["steps"]):
             name, spec = (item, actions.get(item)) if isinstance(item, str) else next(iter(item.items()))
-            if spec is None and name == "verify" and verify_default:
+            if spec is None and verify_default and CONVENTIONS["verify_step"].word(name):
                 spec = {"verify": {}}
             action, params = next(iter(spec.items())) if spec else (None, {})
             steps.append(Step(entry["name"], name, si, action, dict(params or {}), self.doc.mark(path + ("steps", si))))
@@ -1168,24 +882,4 @@ class _Semantics:
                 notes.append(f"analytics.analysis {entry.get('name')}: not analysed: its metric {mname} records "
                              "nothing")
         return notes
-
-
-def merge_params(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A check's parameters with ``after_rollback`` overrides: a mapping merges key by key into the
-    mapping it overrides (``json: {version: 1.0.0}`` keeps the other JSON fields); any other value
-    replaces the one written."""
-    merged = dict(params)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_params(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def target_kind(spec: Mapping[str, Any]) -> str:
-    for key, kind in TARGET_KINDS.items():
-        if key in spec:
-            return kind
-    return "unknown"
 
