@@ -1,7 +1,7 @@
 """pytest-release: validate software releases with pytest.
 
-A YAML release plan (the source document's strategy, rollback, validation, monitoring,
-analytics and automation sections, plus ``release`` and ``targets``) becomes pytest items, one
+A YAML release plan (its ``release``, ``targets``, ``strategy``, ``validation``, ``rollback``,
+``monitoring``, ``analytics``, ``automation`` and ``notify`` sections) becomes pytest items, one
 per check and target, that run real checks within each gate's budget.
 
 The public names load on first use (``from pytest_release import CheckKind`` works as ever): pytest

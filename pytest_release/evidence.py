@@ -1,6 +1,6 @@
 """The evidence tree: where evidence is written, sealed with a manifest, and verified.
 
-The layout is the source document's "Evidence Collection" list. Every leaf folder holds one
+The layout follows the plan's sections (validation, rollback, monitoring, ...). Every leaf folder holds one
 sub-folder per run, so a later run adds to the tree and never touches an earlier run's files::
 
     EVIDENCE/

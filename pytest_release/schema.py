@@ -1,9 +1,9 @@
 """The JSON Schema (2020-12) of a release plan.
 
-The plan's six sections are the source document's YAML blocks; ``release`` and ``targets``
-stand beside them. Check parameters come from the check kinds (built in and plugged in), so
-``plan_schema(kinds)`` is the schema a plan is validated against and the one
-``python -m pytest_release schema`` prints.
+A plan's sections are ``release``, ``targets``, ``strategy``, ``validation``, ``rollback``,
+``monitoring``, ``analytics``, ``automation`` and ``notify``. Check parameters come from the
+check kinds (built in and plugged in), so ``plan_schema(kinds)`` is the schema a plan is
+validated against and the one ``python -m pytest_release schema`` prints.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def _version(value: Any, spec: str) -> bool:
 
 
 def oracle(value: Any, expected: Any) -> bool:
-    """What the README says each comparison means, written without the module under test."""
+    """What docs/checks.md says each comparison means, written without the module under test."""
     if not isinstance(expected, dict):
         return value is not MISSING and _json(value) == _json(expected)
     if value is MISSING:

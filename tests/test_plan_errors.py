@@ -4,10 +4,12 @@ and runs nothing."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 SEED_STRATEGY = """\
 strategy:
@@ -244,21 +246,72 @@ def test_http_parameters_on_a_tcp_target(pytester: pytest.Pytester) -> None:
             "(url), not to a TCP target") in result.stderr.str()
 
 
-def test_the_readme_plans_load(tmp_path: Path) -> None:
-    """Every plan in the README (a YAML block starting with `release:` or `rollback:`) is valid."""
-    import re
+# -- the plans in the README and the docs ----------------------------------------------------------
 
-    from pytest_release import BUILTIN_KINDS, load_plan
+ROOT = Path(__file__).parent.parent
+#: A YAML block whose first line is one of these comments is not loaded (docs/index.md says so).
+NOT_LOADED = re.compile(r"^# (fragment|not a plan)\b")
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    plans = [b for b in blocks if b.startswith("release:")]
-    assert plans
-    strategy = "strategy:\n  stages: [{name: pre_release}, {name: post_release}]\n"
-    for block in plans + [strategy + b for b in blocks if b.startswith("rollback:")]:
-        path = tmp_path / "plan.yaml"
-        path.write_text(block)
-        load_plan(path, BUILTIN_KINDS)
+
+def _yaml_blocks() -> list[tuple[str, str]]:
+    """Every YAML block of the README and docs/*.md, with where it starts (``docs/x.md:12``)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text("utf-8")
+        for match in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+            line = text.count("\n", 0, match.start()) + 1
+            found.append((f"{path.relative_to(ROOT)}:{line}", match.group(1)))
+    return found
+
+
+def _base_plan() -> dict[str, object]:
+    """The README's complete plan: the first README block with a ``strategy``."""
+    for where, block in _yaml_blocks():
+        data = yaml.safe_load(block)
+        if where.startswith("README.md:") and isinstance(data, dict) and "strategy" in data:
+            return data
+    raise AssertionError("the README has no complete plan")
+
+
+DOC_BLOCKS = _yaml_blocks()
+
+
+def test_the_docs_hold_plans_and_one_complete_plan() -> None:
+    """The test below has something to load: the README's complete plan has every section."""
+    assert set(_base_plan()) == {"release", "targets", "strategy", "validation", "rollback", "monitoring",
+                                 "analytics", "automation", "notify"}
+    loaded = [w for w, b in DOC_BLOCKS if not NOT_LOADED.match(b)]
+    assert len(loaded) >= 10, loaded
+    assert {w.split(":")[0] for w in loaded} >= {"README.md", "docs/plan-format.md", "docs/rollback.md",
+                                                  "docs/monitoring.md", "docs/analytics.md", "docs/workflows.md",
+                                                  "docs/notify.md"}
+
+
+@pytest.mark.parametrize(("where", "block"), DOC_BLOCKS, ids=[w for w, _ in DOC_BLOCKS])
+def test_every_plan_in_the_docs_loads(tmp_path: Path, where: str, block: str) -> None:
+    """Every YAML block of the README and docs/*.md is a plan that loads (one with ``targets``),
+    or sections that load in the README's complete plan (each key of a section replaces the complete
+    plan's), unless its first line says ``# fragment`` (a piece of a section) or ``# not a plan``
+    (a CI workflow)."""
+    from pytest_release import BUILTIN_KINDS, PlanError, load_plan
+
+    if NOT_LOADED.match(block):
+        assert yaml.safe_load(block) is not None or block.strip(), where
+        return
+    data = yaml.safe_load(block)
+    assert isinstance(data, dict), f"{where}: not a mapping: mark it '# fragment' or '# not a plan'"
+    if "targets" not in data:
+        base = _base_plan()  # sections: each key of a section replaces the complete plan's
+        data = {**base, **{k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                           for k, v in data.items()}}
+        block = yaml.safe_dump(data, sort_keys=False)
+    path = tmp_path / "release-plan.yaml"
+    path.write_text(block, "utf-8")
+    env = {name: "https://hooks.example.com/t0ken-value" for name in re.findall(r"\$\{env:(\w+)\}", block)}
+    try:
+        load_plan(path, BUILTIN_KINDS, env=env)
+    except PlanError as exc:
+        raise AssertionError(f"{where}: the plan does not load:\n" + "\n".join(map(str, exc.problems))) from None
 
 
 # -- a config file the syntax check reads -------------------------------------------------------

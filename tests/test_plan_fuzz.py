@@ -247,7 +247,10 @@ def test_a_mutated_plan_in_a_real_run_exits_4_without_a_traceback(pytester: pyte
             assume(False)  # a plan that loads would run: the in-process property covers it
     (pytester.path / "release-plan.yaml").write_bytes(text.encode("utf-8", "surrogatepass"))
     shutil.copy(ROOT / "example_project" / "conftest.py", pytester.path / "conftest.py")  # its check kind
-    result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-p", "no:cacheprovider")
+    with pytest.MonkeyPatch.context() as env:  # the run sees the variables the plan was loaded with
+        for name, value in ENV.items():
+            env.setenv(name, value)
+        result = pytester.runpytest_subprocess("--release-plan", "release-plan.yaml", "-p", "no:cacheprovider")
     err = result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR, err
     assert "Traceback" not in err + result.stdout.str()
