@@ -28,5 +28,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet -e '.[test]' >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
+# test: what the tests drive; dev: what .ci/run checks besides them (ruff, mypy, import-linter, MkDocs).
+.venv/bin/python -m pip install --quiet -e '.[test,dev]' >.venv/install.log 2>&1 || { cat .venv/install.log; exit 1; }
+[ "${RELEASE_SETUP_ONLY:-}" = 1 ] && exit 0
 exec .venv/bin/python -m pytest -n 2 "$@"
