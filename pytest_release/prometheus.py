@@ -15,8 +15,8 @@ Prometheus base URL, with its path prefix if it has one) over the shared keep-al
 (``errorType``: ``error``), or, naming the URL, why no usable answer came (cannot connect, no
 answer within ``timeout``, an HTTP error, a body that is not Prometheus's JSON). Nothing is
 retried. ``timeout`` bounds connecting, each wait for the answer and the whole body, and goes to
-Prometheus as the query's own evaluation timeout too; like the ``health`` check, it cannot end a
-server that sends its headers a byte at a time (only a gate's budget can).
+Prometheus as the query's own evaluation timeout too; a server that sends its headers a byte at
+a time is ended at that deadline as well (:func:`pytest_release.http.guarded`).
 """
 
 from __future__ import annotations
