@@ -180,6 +180,9 @@ def secret_plan(url: str) -> str:
               checks: [{{command: {{name: fine, argv: [python, -c, "pass"]}}}}]
             - name: service_validation
               stages: [post_release]
+              # One check at a time, each in its own item: its log lines are captured with it (a
+              # check fanned out to a thread may log between two items, where nothing captures).
+              concurrency: 1
               checks:
                 - health: {{name: query, path: "/fail?token=${{env:SECRET_QUERY}}"}}
                 - command: {{name: argv, argv: [python, -c, "{fail}", "--password=${{env:SECRET_ARGV}}"]}}
