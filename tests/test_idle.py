@@ -31,12 +31,21 @@ LISTER = '''\
 import os, sys
 import pytest
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
+def _list(config):
     name = getattr(config, "workerinput", {}).get("workerid", "controller")
     loaded = config.pluginmanager.hasplugin("release")
     with open(os.path.join(str(config.rootpath), f"modules-{name}.txt"), "w") as out:
         out.write(f"plugin-loaded={loaded}\\n" + "\\n".join(sorted(sys.modules)))
+
+# Listed once configured (an xdist worker ended early on a loaded machine still leaves its list),
+# then again at the end, which replaces it (what the whole run imported).
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    _list(config)
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    _list(config)
 '''
 
 INI = {
