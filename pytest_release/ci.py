@@ -12,11 +12,13 @@ shows at most 10 errors and 10 warnings of a step: the rest are counted on one p
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .result import result_of
 from .secrets import redact
 
 __all__ = ["command", "enabled", "escape_data", "escape_property", "item_positions", "plan_file", "problem_lines"]
@@ -98,6 +100,7 @@ def report_lines(plan: Any, kinds: Mapping[str, Any], failed: Iterable[Any], war
         shown = 0
         for report in reports:
             props = {k: v for k, v in report.user_properties}
+            result = result_of(report)
             key = report.nodeid.partition("::")[2]
             line, col = positions.get(key) or (_verify_position(plan, key, rollback) or
                                                ((report.location[1] or 0) + 1, 0))
@@ -106,12 +109,11 @@ def report_lines(plan: Any, kinds: Mapping[str, Any], failed: Iterable[Any], war
             elif kind == "error":
                 title = f"{key} failed"
             else:
-                title = f"{key}: warning (gate {props.get('release_gate', '')} is not required)"
-            message = str(props.get("summary") or _first_line(report))
-            for label in ("measured", "expected"):
-                value = props.get(label)
-                if value and value != "{}":
-                    message += f"\n{label}: {value}"
+                title = f"{key}: warning (gate {result.gate if result else ''} is not required)"
+            message = str((result.summary if result else props.get("summary")) or _first_line(report))
+            for label, value in (("measured", result.measured), ("expected", result.expected)) if result else ():
+                if value:
+                    message += f"\n{label}: {json.dumps(value, sort_keys=True, default=str)}"
             if shown == PER_KIND:
                 break
             lines.append(command(kind, redact(message, plan.secrets), file=file, line=line, col=col or None,

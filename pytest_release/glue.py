@@ -25,8 +25,8 @@ import pytest
 
 from . import __version__, ci
 from .checks import BUILTIN_KINDS, CheckKind
-from .items import BLOCKED, DEADLINE, EARLY, GRACE, RESULT, CheckItem, PlanFile, check_marker, gate_marker, \
-    stage_marker
+from .items import BLOCKED, CARRIED, DEADLINE, EARLY, GRACE, RESULT, CheckItem, PlanFile, check_marker, \
+    check_properties, gate_marker, stage_marker
 from .evidence import EvidenceTree, new_run_id
 from .metrics import metric_kind
 from .monitoring import GateWindow, Monitoring, monitor_kind
@@ -39,7 +39,7 @@ from .redaction import install as install_redaction, plan_variables
 from .rollback.controller import RollbackController, hook_caller
 from .rollback.journal import find_unfinished
 from .rollback.runner import readiness_kind
-from .result import ATTRIBUTE, ItemResult, Verdict, result_of
+from .result import ATTRIBUTE, ItemResult, Verdict, result_of, verdict_of
 from .runstate import RunState
 from .schedule import Schedule
 from .secrets import redact
@@ -435,10 +435,18 @@ def make_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
             report.longrepr = (item.plan.display, (line or 0) + 1, report.longrepr[2])
     if result.verdict in (Verdict.FAILED, Verdict.WARNING) and not result.summary:
         result.summary = redact(_first_line(report), item.plan.secrets)
-    setattr(report, ATTRIBUTE, result.as_dict())
-    report.user_properties = [p for p in report.user_properties if p[0] != "release_verdict"]
-    report.user_properties.append(("release_verdict", result.verdict.value))
+    shared = item.stash.get(CARRIED, None)
+    if call.when == "teardown" and report.passed and shared is not None:
+        carried, properties = shared  # nothing changed since the call: its report's, not a copy
+    else:
+        carried, properties = result.as_dict(), check_properties(result)
+        if call.when == "call":
+            item.stash[CARRIED] = (carried, properties)
+    setattr(report, ATTRIBUTE, carried)
+    report.user_properties.extend(properties)
     if call.when == "teardown":
+        if CARRIED in item.stash:
+            del item.stash[CARRIED]
         release.schedule.finished(item.nodeid, item, result.verdict, result.summary or "see the report")
     return report
 
@@ -450,10 +458,7 @@ def _first_line(report: pytest.TestReport) -> str:
 
 def report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     """A warning is counted and shown as what it is: ``W`` / ``WARNED``, "N warned" in the summary line."""
-    if report.when != "call":
-        return None
-    result = result_of(report)
-    if result is not None and result.verdict == Verdict.WARNING:
+    if report.when == "call" and verdict_of(report) == Verdict.WARNING:
         return "warned", "W", "WARNED"
     return None
 

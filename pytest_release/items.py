@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 from .checks import CheckContext, CheckKind, CheckResult, NotBuilt
 from .checks.limits import SHOWN_LINES, SUMMARY_CHARS
 from .model import WORKFLOW_STEP, CheckSpec, Gate, Plan, Stage, Target
-from .result import Blocked, ItemResult, Verdict
+from .result import Blocked, ItemResult, Verdict, json_safe
 from .secrets import redact, redact_value
 from .units import format_duration
 
@@ -53,6 +53,9 @@ DEADLINE = pytest.StashKey[float]()
 BLOCKED = pytest.StashKey[Blocked]()
 #: The item's result so far: what its reports carry (see :mod:`pytest_release.result`).
 RESULT = pytest.StashKey[ItemResult]()
+#: What the call report of this item carries (its result as a dict, its user properties), which
+#: a teardown that passed carries too (the same objects: nothing changed).
+CARRIED = pytest.StashKey[tuple[dict[str, Any], list[tuple[str, str]]]]()
 #: The future of this item's check when its gate's checks were started together (fan-out).
 EARLY: pytest.StashKey[Future[CheckResult]] = pytest.StashKey()
 #: Added to the budget left before a check is stopped: the check's own socket and subprocess
@@ -148,7 +151,6 @@ class CheckItem(pytest.Item):
         self.kind = kind
         self.target = target
         self.add_marker(check_marker(spec.kind))
-        self.user_properties.extend(check_properties(plan, stage, gate, spec, target))
         self.stash[RESULT] = item_result(plan, stage, gate, spec, target)
 
     @property
@@ -187,6 +189,8 @@ class CheckItem(pytest.Item):
                     result = early.result(timeout=max(self.stash[DEADLINE] - time.monotonic(), 0.0) + GRACE)
                 except FutureTimeout:
                     raise OutOfTime() from None
+                finally:
+                    del self.stash[EARLY]  # items live to the end of the session; their futures need not
         except NotBuilt as exc:
             reason = f"not checked: {redact(str(exc), self.plan.secrets)}"
             self.stash[RESULT].not_checked = reason
@@ -201,15 +205,9 @@ class CheckItem(pytest.Item):
         if early is not None and ran is not None:  # the recorder times the record by these
             own.ran = ran
         # JSON-safe copies (a measured value may be any object a custom check returns)
-        own.measured = json.loads(json.dumps(redact_value(measured, secrets), default=str))
-        own.expected = json.loads(json.dumps(redact_value(result.expected, secrets), default=str))
+        own.measured = json_safe(redact_value(measured, secrets))
+        own.expected = json_safe(redact_value(result.expected, secrets))
         own.summary = redact(result.summary, secrets)
-        # the same, flat, for JUnit XML and other readers of user properties (never read back)
-        self.user_properties.extend([
-            ("measured", json.dumps(own.measured, sort_keys=True)),
-            ("expected", json.dumps(own.expected, sort_keys=True)),
-            ("summary", own.summary),
-        ])
         output = measured.get("output")
         if self.spec.kind == WORKFLOW_STEP and isinstance(output, list) and output:
             # what a deploy printed, in the reports (pytest-html shows it for a passed step too)
@@ -275,39 +273,54 @@ def gate_checks(plan: Plan, gate: Gate, kinds: Mapping[str, CheckKind]
 
 def item_result(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec, target: Target | None,
                 verdict: Verdict = Verdict.PASSED) -> ItemResult:
-    """A check item's result before it runs (what every report of it carries)."""
+    """A check item's result before it runs (what every report of it carries). Its ``params`` is
+    one dict per check of the plan, shared by the items of its targets (read-only)."""
     return ItemResult(stage=stage.name, gate=gate.name, check=spec.kind, target=target.name if target else None,
-                      required=gate.required, params=redact_value(dict(spec.params), plan.secrets),  # type: ignore[arg-type]
-                      verdict=verdict)
+                      required=gate.required, params=_params(plan, spec), verdict=verdict)
 
 
-def check_properties(plan: Plan, stage: Stage, gate: Gate, spec: CheckSpec,
-                     target: Target | None) -> list[tuple[str, str]]:
+_PARAMS: dict[int, tuple[CheckSpec, dict[str, Any]]] = {}
+
+
+def _params(plan: Plan, spec: CheckSpec) -> dict[str, Any]:
+    """The parameters of ``spec`` as its reports carry them (secrets masked), made once per check."""
+    cached = _PARAMS.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    params: dict[str, Any] = redact_value(dict(spec.params), plan.secrets)  # type: ignore[assignment]
+    if len(_PARAMS) >= 4096:  # plans loaded one after another in one process (tests)
+        _PARAMS.clear()
+    _PARAMS[id(spec)] = (spec, params)
+    return params
+
+
+def check_properties(result: ItemResult) -> list[tuple[str, str]]:
     """The flat user properties every report of a check item carries, for JUnit XML and other
-    readers (the plugin itself reads the structured result, :mod:`pytest_release.result`)."""
-    return [
-        ("release_stage", stage.name),
-        ("release_gate", gate.name),
-        ("release_check", spec.kind),
-        ("release_target", target.name if target else ""),
-        ("release_required", str(gate.required).lower()),
-        ("release_params", json.dumps(redact_value(dict(spec.params), plan.secrets), sort_keys=True)),
-    ]
+    readers (the plugin itself reads the structured result, :mod:`pytest_release.result`):
+    ``release_verdict``, ``summary`` and ``release``, one JSON object with the check's stage, gate,
+    check kind, target, whether its gate is required, its parameters, what it measured and what
+    that was held against. Three properties, not one per field: pytest's JUnit XML keeps an
+    element per property of every test case until the end of the run."""
+    release = {"stage": result.stage, "gate": result.gate, "check": result.check, "target": result.target,
+               "required": result.required, "params": result.params, "measured": result.measured,
+               "expected": result.expected}
+    return [("release_verdict", result.verdict.value), ("summary", result.summary),
+            ("release", json.dumps(release, sort_keys=True, separators=(",", ":"), default=str))]
 
 
 def planned_checks(plan: Plan, kinds: Mapping[str, CheckKind], stages: Sequence[str] | None
-                   ) -> dict[str, tuple[list[tuple[str, str]], ItemResult]]:
+                   ) -> dict[str, tuple[Stage, Gate, CheckSpec, Target | None]]:
     """Every check item the plan makes for the selected stages, by ``STAGE::GATE::NAME`` (its node
-    id after the plan file), with its report properties and its result before it runs: what the
-    controller compares the verdicts it received with (under xdist it collects nothing itself)."""
+    id after the plan file), with what :func:`item_result` makes its result before it runs from:
+    what the controller compares the verdicts it received with (under xdist it collects nothing
+    itself)."""
     planned = {}
     for stage in plan.stages:
         if stages is not None and stage.name not in stages:
             continue
         for gate in plan.stage_gates(stage):
             for name, spec, _, target in gate_checks(plan, gate, kinds):
-                planned[f"{stage.name}::{gate.name}::{name}"] = (check_properties(plan, stage, gate, spec, target),
-                                                                 item_result(plan, stage, gate, spec, target))
+                planned[f"{stage.name}::{gate.name}::{name}"] = (stage, gate, spec, target)
     return planned
 
 

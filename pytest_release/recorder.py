@@ -33,13 +33,13 @@ from .analytics import AnalyticsRun, default_store, run_analytics, trends_html
 from .attest import test_result
 from .checks import CheckKind
 from .evidence import RECORDS, EvidenceTree, SealError, utc_iso
-from .items import planned_checks
+from .items import CheckItem, check_properties, item_result, planned_checks
 from .people import history_after_seal
-from .model import METRIC, MONITOR, Plan
+from .model import METRIC, MONITOR, CheckSpec, Gate, Plan, Stage, Target
 from .runstate import Record, RunState
 from .workflows import WorkflowRun
 from .records import SCHEMA_VERSION, gate_verdict
-from .result import ATTRIBUTE, ItemResult, Verdict, result_of
+from .result import ATTRIBUTE, ItemResult, Verdict, verdict_of
 from .secrets import redact, redact_value
 from .rollback.runner import RollbackResult
 from .summary import CheckOutcome, RunSummary, badge, render_html, render_markdown, summarize
@@ -92,7 +92,7 @@ class Recorder:
         self.finished: set[str] = set()
         #: Workers that went down with an error, and why (xdist).
         self.crashed: dict[str, str] = {}
-        self._planned: dict[str, tuple[list[tuple[str, str]], ItemResult]] | None = None
+        self._planned: dict[str, tuple[Stage, Gate, CheckSpec, Target | None]] | None = None
         #: What stopped the run early, if a signal did ("SIGTERM").
         self.interrupted_by: str | None = None
         self.workflow = workflow
@@ -147,18 +147,21 @@ class Recorder:
                 self.write(self.tree.path(folder, f"{section}.json"), {section: effective[section]})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        result = result_of(report)
-        if result is None:
+        data = getattr(report, ATTRIBUTE, None)
+        if not isinstance(data, dict):
             return
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
             outcome = self.outcomes[report.nodeid] = CheckOutcome(
-                nodeid=report.nodeid, name=report.nodeid.split("::", 3)[-1], stage=result.stage,
-                gate=result.gate, kind=result.check, target=result.target or None,
-                required=result.required, start=report.start,
+                nodeid=report.nodeid, name=report.nodeid.split("::", 3)[-1], stage=data["stage"],
+                gate=data["gate"], kind=data["check"], target=data["target"] or None,
+                required=data["required"], start=report.start,
                 worker=str(getattr(report, "worker_id", "main")))
         outcome.end = report.stop
-        outcome.verdict = result.verdict.value
+        outcome.verdict = data["verdict"]
+        if report.when != "teardown" and not data["lost"] and report.passed and outcome.verdict != "warning":
+            return  # the usual case, a phase that passed: nothing more to read until the teardown
+        result = ItemResult.from_dict(data)
         if result.verdict == Verdict.WARNING:
             outcome.message = outcome.message or redact(result.warning_line(_first_line(report)), self.plan.secrets)
         elif report.failed or report.skipped:
@@ -190,24 +193,30 @@ class Recorder:
 
     # -- checks without a verdict ------------------------------------------------------------
 
-    def _plan_props(self, nodeid: str) -> tuple[list[tuple[str, str]], ItemResult] | None:
-        """The report properties and the result before it ran of ``nodeid``, if it is a check item
-        of this plan."""
+    def _planned_result(self, nodeid: str) -> ItemResult | None:
+        """The result before it ran of ``nodeid``, if it is a check item of this plan."""
         if self._planned is None:
             self._planned = planned_checks(self.plan, self.kinds or {}, self.selected)
         head, sep, rest = nodeid.partition("::")
         if not sep or Path(head).name != self.plan.path.name:
             return None
-        return self._planned.get(rest)
+        planned = self._planned.get(rest)
+        return None if planned is None else item_result(self.plan, *planned)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """The planned checks, when this process collected them (no xdist)."""
-        self.planned.update(i.nodeid for i in session.items if self._plan_props(i.nodeid) is not None)
+        self.planned.update(i.nodeid for i in session.items if isinstance(i, CheckItem) and i.plan is self.plan)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """The planned checks, as each xdist worker collected them (the controller collects none)."""
-        self.planned.update(i for i in ids if self._plan_props(i) is not None)
+        if self._planned is None:
+            self._planned = planned_checks(self.plan, self.kinds or {}, self.selected)
+        name = self.plan.path.name
+        for nodeid in ids:
+            head, sep, rest = nodeid.partition("::")
+            if sep and rest in self._planned and Path(head).name == name:
+                self.planned.add(nodeid)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -220,20 +229,18 @@ class Recorder:
         (which xdist logs next) carries the check's properties, so the evidence and the summary
         name it; and the verdict goes to the shared run state at once, so that workers waiting for
         the earlier stages learn of it now."""
-        props = self._plan_props(crashitem)
-        if props is None:
+        result = self._planned_result(crashitem)
+        if result is None:
             return
         worker = str(getattr(getattr(getattr(report, "node", None), "gateway", None), "id", "?"))
         why = f"no verdict received: worker {worker} crashed while running it (killed, or out of memory)"
-        self._lose(report, props, why)
+        self._lose(report, result, why)
 
-    def _lose(self, report: pytest.TestReport, planned: tuple[list[tuple[str, str]], ItemResult], why: str) -> None:
-        props, template = planned
-        result = ItemResult.from_dict(template.as_dict())
+    def _lose(self, report: pytest.TestReport, result: ItemResult, why: str) -> None:
         result.verdict = Verdict.FAILED if result.required else Verdict.WARNING
         result.summary = result.lost = why
         setattr(report, ATTRIBUTE, result.as_dict())
-        report.user_properties = [*props, ("release_verdict", result.verdict.value), ("summary", why)]
+        report.user_properties = list(check_properties(result))
         report.longrepr = why
         head, _, rest = report.nodeid.partition("::")
         report.location = (head, None, rest)  # shown as the check, not as the plan file
@@ -253,8 +260,8 @@ class Recorder:
         lost = sorted(self.planned - self.finished)
         crashed = "; ".join(f"worker {w}: {e}" for w, e in self.crashed.items())
         for nodeid in lost:
-            props = self._plan_props(nodeid)
-            if props is None:
+            result = self._planned_result(nodeid)
+            if result is None:
                 continue
             why = ("no verdict received: its worker crashed before it reported (" + crashed + ")" if crashed
                    else "no verdict received: no report of this check reached the controller")
@@ -263,7 +270,7 @@ class Recorder:
             now = time.time()
             hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
             report = pytest.TestReport(nodeid, location, {}, "failed", why, "call", [], 0.0, now, now, [])
-            self._lose(report, props, why)
+            self._lose(report, result, why)
             hook.pytest_runtest_logreport(report=report)
             hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
         return lost
@@ -350,8 +357,7 @@ class Recorder:
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
         """A warning's row in pytest-html's results table: its result cell is a "warned" badge
         (pytest-html knows only its own outcomes; it counts the row among the passed ones)."""
-        result = result_of(report)
-        if result is not None and result.verdict == Verdict.WARNING and cells and "col-result" in cells[0]:
+        if verdict_of(report) == Verdict.WARNING and cells and "col-result" in cells[0]:
             cells[0] = f'<td class="col-result release-warned">{badge("warned")}</td>'
 
     @pytest.hookimpl(optionalhook=True)

@@ -3,9 +3,12 @@
 Every report of a check item (setup, call, teardown; also those the controller makes for a check
 whose verdict never arrived) carries one structured attribute, ``report.release_result``: a plain
 dict (so pytest-xdist can send it from a worker to the controller, like any report attribute) of
-the schema below. The plugin reads results only from it (:func:`result_of`); the flat
-``user_properties`` a check item also carries (``release_stage``, ``release_verdict``,
-``measured`` as JSON text, ...) are for JUnit XML and other readers, and are never parsed back.
+the schema below. The plugin reads results only from it (:func:`result_of`); the three flat
+``user_properties`` each report also carries (``release_verdict``, ``summary`` and ``release``,
+a JSON object: see :func:`pytest_release.items.check_properties`) are for JUnit XML and other
+readers, and are never parsed back. The dicts under ``params``, ``measured`` and ``expected`` are
+shared between the reports of one check (and ``params`` between the checks of one plan entry):
+read them, do not change them.
 
 Schema of ``report.release_result`` (every key always present)::
 
@@ -31,11 +34,12 @@ This module imports nothing of pytest: the schedule, the recorder and the summar
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ATTRIBUTE", "Blocked", "Cause", "ItemResult", "Verdict", "result_of"]
+__all__ = ["ATTRIBUTE", "Blocked", "Cause", "ItemResult", "Verdict", "json_safe", "result_of", "verdict_of"]
 
 #: The name of the report attribute that carries an :class:`ItemResult` as a dict.
 ATTRIBUTE = "release_result"
@@ -122,11 +126,14 @@ class ItemResult:
         return f"warning (gate {self.gate_id} is not required): {self.summary or fallback}"
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = self.verdict.value
-        data["blocked"] = self.blocked.as_dict() if self.blocked else None
-        data["ran"] = list(self.ran) if self.ran else None
-        return data
+        """The dict a report carries. ``params``, ``measured`` and ``expected`` are this result's
+        own dicts, not copies (a report is made per phase of every check: copying them would cost
+        time and memory for nothing); readers treat them as read-only."""
+        return {"stage": self.stage, "gate": self.gate, "check": self.check, "target": self.target,
+                "required": self.required, "params": self.params, "verdict": self.verdict.value,
+                "summary": self.summary, "measured": self.measured, "expected": self.expected,
+                "blocked": self.blocked.as_dict() if self.blocked else None, "not_checked": self.not_checked,
+                "ran": list(self.ran) if self.ran else None, "lost": self.lost}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ItemResult:
@@ -146,3 +153,26 @@ def result_of(report: object) -> ItemResult | None:
     if not isinstance(data, Mapping):
         return None
     return ItemResult.from_dict(data)
+
+
+def verdict_of(report: object) -> Verdict | None:
+    """The verdict a report carries, without reading the rest (``None``: not a release check's)."""
+    data = getattr(report, ATTRIBUTE, None)
+    if not isinstance(data, Mapping):
+        return None
+    return Verdict(data.get("verdict", "passed"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as a JSON round trip gives it back (``json.loads(json.dumps(value, default=str))``:
+    what a report may carry across processes and a record may hold), without the round trip for
+    the plain values checks measure (dicts with string keys, lists, strings, numbers, booleans,
+    ``None``), which are most of them."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: json_safe(item) for key, item in value.items()}
+    if kind is list:
+        return [json_safe(item) for item in value]
+    return json.loads(json.dumps(value, default=str))

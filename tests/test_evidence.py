@@ -183,10 +183,11 @@ def test_junit_carries_gate_stage_check_target_threshold_and_measured(
     suite = ET.parse(evidence / "runs" / _latest(evidence) / "junit.xml").getroot()
     case = next(c for c in suite.iter("testcase") if c.get("name") == "health[api]")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert props["release_gate"] == "service_validation" and props["release_stage"] == "pre_release"
-    assert props["release_check"] == "health" and props["release_target"] == "api"
-    assert json.loads(props["expected"]) == {"status": 200}
-    assert json.loads(props["measured"])["status"] == 503
+    release = json.loads(props["release"])
+    assert release["gate"] == "service_validation" and release["stage"] == "pre_release"
+    assert release["check"] == "health" and release["target"] == "api" and release["required"] is True
+    assert release["expected"] == {"status": 200} and release["measured"]["status"] == 503
+    assert props["release_verdict"] == "failed" and "answered 503" in props["summary"]
 
 
 def test_github_step_summary(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str,

@@ -100,10 +100,12 @@ def test_all_pass_exit_0_and_properties(pytester: pytest.Pytester, write_plan: P
     suite = ET.parse(pytester.path / "out.xml").getroot()
     case = next(c for c in suite.iter("testcase") if c.get("name") == "health-deep[api]")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert props["release_stage"] == "pre_release" and props["release_gate"] == "service_validation"
-    assert props["release_verdict"] == "passed"
-    assert json.loads(props["measured"])["json.checks.db"] == "up"
-    assert json.loads(props["expected"])["json"] == {"status": "ok", "checks.db": "up"}
+    assert set(props) == {"release_verdict", "summary", "release"}  # three properties, not one per field
+    release = json.loads(props["release"])
+    assert release["stage"] == "pre_release" and release["gate"] == "service_validation"
+    assert props["release_verdict"] == "passed" and "answered 200" in props["summary"]
+    assert release["measured"]["json.checks.db"] == "up"
+    assert release["expected"]["json"] == {"status": "ok", "checks.db": "up"}
 
 
 def test_failed_required_gate_skips_later_stages(pytester: pytest.Pytester, write_plan: PlanWriter,
