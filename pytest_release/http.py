@@ -96,11 +96,16 @@ class _Watchdog:
 
     def arm(self, deadline: float, guard: Guard) -> None:
         with self._cond:
+            # The thread is woken only when this deadline comes before every other: then its wait
+            # must be shorter. Requests come by the thousand with the same timeout, each later than
+            # the last; waking a thread for each would cost more than the request.
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, next(self._count), guard))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="pytest-release-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif earliest is None or deadline < earliest:
+                self._cond.notify()
 
     def _loop(self) -> None:
         while True:
@@ -179,6 +184,20 @@ def http_pool(*, verify: bool = True, ca: str | None = None) -> urllib3.PoolMana
             manager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
             _pools[key] = manager
         return _pools[key]
+
+
+_origins: dict[tuple[str, str, int | None, bool, str | None], HTTPConnectionPool] = {}
+
+
+def _origin_pool(url: urllib3.util.Url, verify: bool, ca: str | None) -> HTTPConnectionPool:
+    """The keep-alive pool of ``url``'s origin (the same pools :func:`http_pool` hands out),
+    looked up by a plain key: a check asks for one per request."""
+    key = (url.scheme or "http", url.host or "", url.port, verify, ca)
+    pool = _origins.get(key)
+    if pool is None:
+        pool = _origins[key] = http_pool(verify=verify, ca=ca).connection_from_host(
+            url.host, port=url.port, scheme=url.scheme or "http")
+    return pool
 
 
 def connect_reason(exc: BaseException) -> str:
@@ -281,7 +300,6 @@ def fetch(url: str, *, timeout: float, max_body: int, verify: bool = True, ca: s
     most ``max_body`` bytes of body. ``read_body=False`` stops after the headers (the connection
     is closed, not reused); ``keep_body=False`` reads the body without keeping it. Never raises
     for what the server or network does: :class:`Answer` says."""
-    pool = http_pool(verify=verify, ca=ca)
     started = time.monotonic()
     deadline = started + timeout
     answer = Answer(url, by_budget=by_budget)
@@ -305,9 +323,13 @@ def fetch(url: str, *, timeout: float, max_body: int, verify: bool = True, ca: s
     previous = getattr(_current, "guard", None)
     _current.guard = guard
     try:
-        response = pool.request("GET", url, headers=dict(headers) if headers else None,
-                                timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
-                                redirect=False, preload_content=False)
+        parsed = urllib3.util.parse_url(url)
+        if parsed.scheme not in (None, "http", "https"):
+            raise urllib3.exceptions.URLSchemeUnknown(parsed.scheme)
+        response = _origin_pool(parsed, verify, ca).urlopen(
+            "GET", parsed.request_uri, headers=dict(headers) if headers else None,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, redirect=False,
+            preload_content=False, assert_same_host=False)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         if guard.finish():
             return late()
