@@ -15,6 +15,10 @@ For each size N:
 3. Beside the time, the CPU time (user and system) of each whole process (its start-up and its
    xdist workers included), which a loaded machine disturbs less than the wall time.
 
+Both sides run with the same plugins, minus the test suite's own tools (``-p no:hypothesispytest
+-p no:allure_pytest``): a release pipeline does not load them, and hypothesis alone adds about a
+second to every session (it is imported at the terminal summary), which would flatter the ratio.
+
 The pairs run side by side in time (the plugin first, then the floor, ``--repeat`` times), and
 the best of each is compared, so drift on a noisy machine hits both alike. ``-n 2`` runs both
 under pytest-xdist with 2 workers. ``--slow`` also runs 200 checks of a 100 ms endpoint against
@@ -35,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+#: The test suite's tools, installed beside the plugin in a development environment: off on both sides.
+LEAN = ["-p", "no:hypothesispytest", "-p", "no:allure_pytest"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -68,7 +74,7 @@ def run(directory: Path, args: list[str]) -> tuple[str, float, float, float]:
     out = directory / "out.txt"
     with open(out, "wb") as fh:
         process = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                    "-p", "bench_clock", *args], cwd=directory, stdout=fh, stderr=subprocess.STDOUT,
+                                    "-p", "bench_clock", *LEAN, *args], cwd=directory, stdout=fh, stderr=subprocess.STDOUT,
                                    env=env)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)

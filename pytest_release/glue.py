@@ -438,6 +438,8 @@ def make_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
     shared = item.stash.get(CARRIED, None)
     if call.when == "teardown" and report.passed and shared is not None:
         carried, properties = shared  # nothing changed since the call: its report's, not a copy
+    elif call.when == "setup" and report.passed:
+        carried, properties = result.as_dict(), []  # the check has not run: its properties come with the call
     else:
         carried, properties = result.as_dict(), check_properties(result)
         if call.when == "call":

@@ -294,17 +294,25 @@ def _params(plan: Plan, spec: CheckSpec) -> dict[str, Any]:
     return params
 
 
+PASSED_PROPERTIES = (("release_verdict", Verdict.PASSED.value),)
+
+
 def check_properties(result: ItemResult) -> list[tuple[str, str]]:
-    """The flat user properties every report of a check item carries, for JUnit XML and other
-    readers (the plugin itself reads the structured result, :mod:`pytest_release.result`):
-    ``release_verdict``, ``summary`` and ``release``, one JSON object with the check's stage, gate,
-    check kind, target, whether its gate is required, its parameters, what it measured and what
-    that was held against. Three properties, not one per field: pytest's JUnit XML keeps an
-    element per property of every test case until the end of the run."""
+    """The flat user properties the reports of a check item carry (all but the report of a setup
+    that passed: the check has not run then), for JUnit XML and other readers (the plugin itself
+    reads the structured result, :mod:`pytest_release.result`): ``release_verdict``, and for a
+    check that did not pass also ``release``, one JSON object with the check's stage, gate, check
+    kind, target, whether its gate is required, its parameters, its summary, what it measured and
+    what that was held against. A check that passed has its record in the evidence
+    (``records.jsonl``): pytest's JUnit XML keeps an element per property of every test case to the
+    end of the run and writes the whole file at once, and at 10,000 checks that JSON, repeated
+    for every passed check, cost more memory than anything else."""
+    if result.verdict == Verdict.PASSED:
+        return list(PASSED_PROPERTIES)
     release = {"stage": result.stage, "gate": result.gate, "check": result.check, "target": result.target,
-               "required": result.required, "params": result.params, "measured": result.measured,
-               "expected": result.expected}
-    return [("release_verdict", result.verdict.value), ("summary", result.summary),
+               "required": result.required, "params": result.params, "summary": result.summary,
+               "measured": result.measured, "expected": result.expected}
+    return [("release_verdict", result.verdict.value),
             ("release", json.dumps(release, sort_keys=True, separators=(",", ":"), default=str))]
 
 

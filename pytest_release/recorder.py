@@ -159,7 +159,7 @@ class Recorder:
                 worker=str(getattr(report, "worker_id", "main")))
         outcome.end = report.stop
         outcome.verdict = data["verdict"]
-        if report.when != "teardown" and not data["lost"] and report.passed and outcome.verdict != "warning":
+        if report.when != "teardown" and not data.get("lost") and report.passed and outcome.verdict != "warning":
             return  # the usual case, a phase that passed: nothing more to read until the teardown
         result = ItemResult.from_dict(data)
         if result.verdict == Verdict.WARNING:

@@ -3,14 +3,16 @@
 Every report of a check item (setup, call, teardown; also those the controller makes for a check
 whose verdict never arrived) carries one structured attribute, ``report.release_result``: a plain
 dict (so pytest-xdist can send it from a worker to the controller, like any report attribute) of
-the schema below. The plugin reads results only from it (:func:`result_of`); the three flat
-``user_properties`` each report also carries (``release_verdict``, ``summary`` and ``release``,
-a JSON object: see :func:`pytest_release.items.check_properties`) are for JUnit XML and other
+the schema below. The plugin reads results only from it (:func:`result_of`); the two flat
+``user_properties`` the reports also carry (``release_verdict`` and ``release``, a JSON object:
+see :func:`pytest_release.items.check_properties`) are for JUnit XML and other
 readers, and are never parsed back. The dicts under ``params``, ``measured`` and ``expected`` are
 shared between the reports of one check (and ``params`` between the checks of one plan entry):
 read them, do not change them.
 
-Schema of ``report.release_result`` (every key always present)::
+Schema of ``report.release_result``: the first seven keys are always present; the others only
+when they differ from their default (given in brackets), which keeps the dict small: pytest keeps
+every report to the end of the run, thousands of them::
 
     stage      str          the stage the check ran in
     gate       str          its validation gate
@@ -19,14 +21,14 @@ Schema of ``report.release_result`` (every key always present)::
     required   bool         whether the gate is required
     params     dict         the check's parameters (secrets masked)
     verdict    str          a Verdict value: passed, failed, warning, skipped
-    summary    str          one line: what was measured against which threshold ("" if not run)
-    measured   dict         what the check measured (secrets masked)
-    expected   dict         what it was held against (secrets masked)
-    blocked    dict | None  {"cause": a Cause value, "reason": str} when the schedule did not run it
-    not_checked str         why the check was not run by this version ("" if it was)
-    ran        [float, float] | None  when the check itself started and ended (time.time()), if it
-                            ran before its item took the result (fan-out)
-    lost       str          why no verdict arrived (a crashed xdist worker), "" normally
+    summary    str          one line: what was measured against which threshold [""]
+    measured   dict         what the check measured (secrets masked) [{}]
+    expected   dict         what it was held against (secrets masked) [{}]
+    blocked    dict         {"cause": a Cause value, "reason": str} when the schedule did not run it [None]
+    not_checked str         why the check was not run by this version [""]
+    ran        [float, float]  when the check itself started and ended (time.time()), if it ran
+                            before its item took the result (fan-out) [None]
+    lost       str          why no verdict arrived (a crashed xdist worker) [""]
 
 This module imports nothing of pytest: the schedule, the recorder and the summary share it.
 """
@@ -98,9 +100,9 @@ class Blocked:
         return cls(Cause(data["cause"]), str(data["reason"]))
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
-    """One check item's result (see the module's schema)."""
+    """One check item's result (see the module's schema); one per check item, hence slots."""
 
     stage: str
     gate: str
@@ -129,22 +131,42 @@ class ItemResult:
         """The dict a report carries. ``params``, ``measured`` and ``expected`` are this result's
         own dicts, not copies (a report is made per phase of every check: copying them would cost
         time and memory for nothing); readers treat them as read-only."""
-        return {"stage": self.stage, "gate": self.gate, "check": self.check, "target": self.target,
-                "required": self.required, "params": self.params, "verdict": self.verdict.value,
-                "summary": self.summary, "measured": self.measured, "expected": self.expected,
-                "blocked": self.blocked.as_dict() if self.blocked else None, "not_checked": self.not_checked,
-                "ran": list(self.ran) if self.ran else None, "lost": self.lost}
+        pairs: list[tuple[str, Any]] = [
+            ("stage", self.stage), ("gate", self.gate), ("check", self.check), ("target", self.target),
+            ("required", self.required), ("params", self.params), ("verdict", self.verdict.value)]
+        if self.summary:
+            pairs.append(("summary", self.summary))
+        if self.measured:
+            pairs.append(("measured", self.measured))
+        if self.expected:
+            pairs.append(("expected", self.expected))
+        if self.blocked:
+            pairs.append(("blocked", self.blocked.as_dict()))
+        if self.not_checked:
+            pairs.append(("not_checked", self.not_checked))
+        if self.ran:
+            pairs.append(("ran", list(self.ran)))
+        if self.lost:
+            pairs.append(("lost", self.lost))
+        return dict(pairs)  # made at its size (a dict grown key by key is resized on the way)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ItemResult:
         ran = data.get("ran")
         return cls(stage=str(data["stage"]), gate=str(data["gate"]), check=str(data["check"]),
                    target=data.get("target"), required=bool(data["required"]),
-                   params=dict(data.get("params") or {}), verdict=Verdict(data.get("verdict", "passed")),
-                   summary=str(data.get("summary") or ""), measured=dict(data.get("measured") or {}),
-                   expected=dict(data.get("expected") or {}), blocked=Blocked.from_dict(data.get("blocked")),
+                   params=_shared(data.get("params")), verdict=Verdict(data.get("verdict", "passed")),
+                   summary=str(data.get("summary") or ""), measured=_shared(data.get("measured")),
+                   expected=_shared(data.get("expected")), blocked=Blocked.from_dict(data.get("blocked")),
                    not_checked=str(data.get("not_checked") or ""),
                    ran=(float(ran[0]), float(ran[1])) if ran else None, lost=str(data.get("lost") or ""))
+
+
+def _shared(value: Any) -> dict[str, Any]:
+    """A report's dict as is (read-only, like the report's), any other mapping as a dict."""
+    if type(value) is dict:
+        return value
+    return dict(value) if value else {}
 
 
 def result_of(report: object) -> ItemResult | None:

@@ -29,9 +29,10 @@ BANNERS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckOutcome:
-    """What one check item came to, as the controller learns it from the reports."""
+    """What one check item came to, as the controller learns it from the reports (one per check,
+    kept to the end of the run: slots, not a ``__dict__`` each)."""
 
     nodeid: str
     name: str

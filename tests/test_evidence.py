@@ -187,7 +187,7 @@ def test_junit_carries_gate_stage_check_target_threshold_and_measured(
     assert release["gate"] == "service_validation" and release["stage"] == "pre_release"
     assert release["check"] == "health" and release["target"] == "api" and release["required"] is True
     assert release["expected"] == {"status": 200} and release["measured"]["status"] == 503
-    assert props["release_verdict"] == "failed" and "answered 503" in props["summary"]
+    assert props["release_verdict"] == "failed" and "answered 503" in release["summary"]
 
 
 def test_github_step_summary(pytester: pytest.Pytester, write_plan: PlanWriter, http_url: str,

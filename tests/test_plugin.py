@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from helpers import plan_with
+from pytest_release.records import read_lines
 
 PlanWriter = Callable[..., Path]
 
@@ -100,12 +101,14 @@ def test_all_pass_exit_0_and_properties(pytester: pytest.Pytester, write_plan: P
     suite = ET.parse(pytester.path / "out.xml").getroot()
     case = next(c for c in suite.iter("testcase") if c.get("name") == "health-deep[api]")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
-    assert set(props) == {"release_verdict", "summary", "release"}  # three properties, not one per field
-    release = json.loads(props["release"])
-    assert release["stage"] == "pre_release" and release["gate"] == "service_validation"
-    assert props["release_verdict"] == "passed" and "answered 200" in props["summary"]
-    assert release["measured"]["json.checks.db"] == "up"
-    assert release["expected"]["json"] == {"status": "ok", "checks.db": "up"}
+    # a passed check: its verdict (its stage and gate are in the classname); the rest is its record
+    assert props == {"release_verdict": "passed"}
+    assert case.get("classname") == "release-plan.yaml.pre_release.service_validation"
+    records = pytester.path.joinpath("evidence/release/validation/gates").glob(
+        "*/pre_release/service_validation/records.jsonl")
+    record = next(r for r in read_lines(next(records)) if r["check"] == "health-deep[api]")
+    assert "answered 200" in record["summary"] and record["measured"]["json.checks.db"] == "up"
+    assert record["expected"]["json"] == {"status": "ok", "checks.db": "up"}
 
 
 def test_failed_required_gate_skips_later_stages(pytester: pytest.Pytester, write_plan: PlanWriter,
@@ -143,7 +146,7 @@ def test_gate_not_required_warns_without_failing(pytester: pytest.Pytester, writ
         assert case.find("skipped") is None and case.find("failure") is None and case.find("error") is None
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert props["release_verdict"] == "warning"
-        assert "answered 200, expected 201" in props["summary"]
+        assert "answered 200, expected 201" in json.loads(props["release"])["summary"]
     counts = suite if suite.tag == "testsuite" else suite.find("testsuite")
     assert counts is not None and counts.get("skipped") == "0" and counts.get("failures") == "0"
 
