@@ -19,6 +19,10 @@ Both sides run with the same plugins, minus the test suite's own tools (``-p no:
 -p no:allure_pytest``): a release pipeline does not load them, and hypothesis alone adds about a
 second to every session (it is imported at the terminal summary), which would flatter the ratio.
 
+4. Beside pytest's floor, a second baseline: N tests that each make the request a check makes (a GET
+   of the same URL through one urllib3 keep-alive pool, the status asserted), with the same
+   reports. Its ratio is what pytest-release costs beyond the HTTP request itself.
+
 The pairs run side by side in time (the plugin first, then the floor, ``--repeat`` times), and
 the best of each is compared, so drift on a noisy machine hits both alike. ``-n 2`` runs both
 under pytest-xdist with 2 workers. ``--slow`` also runs 200 checks of a 100 ms endpoint against
@@ -121,6 +125,23 @@ def floor(directory: Path, count: int, xdist: list[str]) -> tuple[float, float, 
     return seconds, rss, cpu
 
 
+def requests_floor(directory: Path, base: str, count: int, xdist: list[str]) -> tuple[float, float, float]:
+    """The same, for ``count`` tests that each make the request a check makes (a GET of the same
+    URL through one urllib3 keep-alive pool, the body read, the status asserted): pytest's floor
+    with the work that a health check cannot leave out."""
+    per = 1000
+    urls = [f"{base}/t{t}i{i}/healthz" for t in range((count + per - 1) // per)
+            for i in range(1, min(per, count - t * per) + 1)]
+    (directory / "test_requests.py").write_text(
+        "import pytest\nimport urllib3\n\nPOOL = urllib3.PoolManager(maxsize=32, retries=False)\n"
+        f"URLS = {urls!r}\n\n\n@pytest.mark.parametrize('url', URLS)\ndef test_request(url):\n"
+        "    response = POOL.request('GET', url, timeout=10.0, redirect=False)\n"
+        "    assert response.status == 200\n")
+    _, seconds, rss, cpu = run(directory, ["test_requests.py", *xdist, "--junitxml", "junit.xml",
+                                           "--html", "report.html", "--self-contained-html"])
+    return seconds, rss, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,5000", help="comma-separated check counts (default 1000,5000)")
@@ -141,10 +162,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for size in sizes:
-            plugin_runs, floor_runs = [], []
+            plugin_runs, floor_runs, request_runs = [], [], []
             for _ in range(args.repeat):
                 plugin_runs.append(plugin(directory, base, size, args.concurrency, "/healthz", xdist))
                 floor_runs.append(floor(directory, size, xdist))
+                request_runs.append(requests_floor(directory, base, size, xdist))
             best_plugin, best_floor = min(r[0] for r in plugin_runs), min(r[0] for r in floor_runs)
             rss_plugin, rss_floor = min(r[1] for r in plugin_runs), min(r[1] for r in floor_runs)
             cpu_plugin, cpu_floor = min(r[2] for r in plugin_runs), min(r[2] for r in floor_runs)
@@ -157,6 +179,11 @@ def main() -> None:
                   f"ratio {cpu_plugin / cpu_floor:.2f} (whole process: start-up included)", flush=True)
             print(f"{'':>14} peak RSS plugin {rss_plugin:7.1f} MiB, floor {rss_floor:7.1f} MiB, "
                   f"ratio {rss_plugin / rss_floor:.2f}{rss_goal}", flush=True)
+            best_requests = min(r[0] for r in request_runs)
+            cpu_requests = min(r[2] for r in request_runs)
+            print(f"{'':>14} against {size:,} tests making the same requests (urllib3, same reports): "
+                  f"time {best_requests:7.3f} s, ratio {best_plugin / best_requests:.2f}; "
+                  f"CPU {cpu_requests:7.3f} s, ratio {cpu_plugin / cpu_requests:.2f}", flush=True)
         if len(ratios) > 1:
             first, last = min(ratios), max(ratios)
             print(f"linearity: ratio at {last:,} / ratio at {first:,} = {ratios[last] / ratios[first]:.2f} "
