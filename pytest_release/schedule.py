@@ -84,7 +84,7 @@ class Schedule:
         #: The workflow this run performs (name, timeout) and when its timeout is up (monotonic).
         self.workflow = workflow
         self.workflow_deadline = clock() + workflow[1] if workflow is not None else None
-        self._earlier: dict[int, list[Slot]] = {}
+        self._earlier: dict[int, tuple[list[str], float]] = {}
 
     def collected(self, items: Sequence[Slot]) -> None:
         """The check items this process runs, in the order it runs them."""
@@ -153,17 +153,19 @@ class Schedule:
 
     def _earlier_stages(self, item: Slot) -> Blocked | None:
         """A required gate of an earlier stage failed (or its checks never finished)."""
-        earlier = self._earlier.get(item.stage.index)
-        if earlier is None:
-            earlier = self._earlier[item.stage.index] = [i for i in self.items if i.stage.index < item.stage.index]
-        if not earlier:
+        known = self._earlier.get(item.stage.index)
+        if known is None:  # once per stage: a stage's every check asks, and the earlier ones may be thousands
+            earlier = [i for i in self.items if i.stage.index < item.stage.index]
+            # Under xdist: how long the earlier stages can take at most (their budgets, metric and
+            # monitoring windows).
+            budgets = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values())
+            windows = sum(m.window for m in self.plan.metrics.values()) + window_budget(self.plan)
+            known = self._earlier[item.stage.index] = ([i.nodeid for i in earlier],
+                                                       (budgets + windows) * len(self.plan.stages))
+        nodeids, max_wait = known
+        if not nodeids:
             return None
-        # Under xdist: how long the earlier stages can take at most (their budgets, metric and
-        # monitoring windows).
-        budgets = sum(i.gate.timeout for i in {id(i.gate): i for i in earlier}.values())
-        windows = sum(m.window for m in self.plan.metrics.values()) + window_budget(self.plan)
-        max_wait = (budgets + windows) * len(self.plan.stages)
-        failure, pending = self.state.earlier_failure(item.stage.name, [i.nodeid for i in earlier], max_wait)
+        failure, pending = self.state.earlier_failure(item.stage.name, nodeids, max_wait)
         if failure is not None:
             return self._blocked(Cause.EARLIER_FAILED,
                                  f"stage {item.stage.name} not run: required gate {failure.stage}::{failure.gate} "

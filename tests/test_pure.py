@@ -1,11 +1,12 @@
 """Unit tests of the pure modules, over generated cases: durations (``units``), the redaction of
 JSON-like values and the run's active secrets (``secrets``), the expansion of a target's URL
-ranges, and a gate's verdict from its checks'. No process, no pytest run: each runs in
+ranges, a gate's verdict from its checks', and the result every check report carries (``result``). No process, no pytest run: each runs in
 milliseconds."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 
@@ -15,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_release import secrets
+from pytest_release.items import check_properties
 from pytest_release.model import MAX_INSTANCES, count_urls, expand_urls
 from pytest_release.records import VERDICTS, gate_verdict
+from pytest_release.result import ATTRIBUTE, Blocked, Cause, ItemResult, Verdict, json_safe, result_of, verdict_of
 from pytest_release.secrets import MASK, MIN_LENGTH, Redactor, redact, redact_value
 from pytest_release.units import (DURATION_SCHEMA, FORMAT_CHECKER, MAX_DURATION, THRESHOLD_SCHEMA, format_duration,
                                   parse_duration)
@@ -231,3 +234,69 @@ def test_a_gate_of_skipped_checks_did_not_run_and_a_failure_outweighs_passes() -
     assert gate_verdict(["skipped"] * 5, True) == "not_run"
     assert gate_verdict(["passed"] * 50 + ["failed"], True) == "failed"
     assert gate_verdict(["passed"] * 50 + ["failed"], False) == "warning"
+
+
+# -- the result channel: what every check report carries ------------------------------------------
+
+_TEXT = st.text(max_size=12)
+_PLAIN = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                      max_leaves=8)
+_RESULTS = st.builds(
+    ItemResult, stage=_TEXT, gate=_TEXT, check=_TEXT, target=st.none() | _TEXT, required=st.booleans(),
+    params=st.dictionaries(_TEXT, _PLAIN, max_size=3), verdict=st.sampled_from(list(Verdict)), summary=_TEXT,
+    measured=st.dictionaries(_TEXT, _PLAIN, max_size=3), expected=st.dictionaries(_TEXT, _PLAIN, max_size=3),
+    blocked=st.none() | st.builds(Blocked, st.sampled_from(list(Cause)), _TEXT), not_checked=_TEXT,
+    ran=st.none() | st.tuples(st.floats(0, 2e9), st.floats(0, 2e9)), lost=_TEXT)
+ALWAYS = {"stage", "gate", "check", "target", "required", "params", "verdict"}
+
+
+@FAST
+@given(_RESULTS)
+def test_a_result_goes_through_a_report_unchanged_and_without_its_defaults(result: ItemResult) -> None:
+    data = result.as_dict()
+    assert ItemResult.from_dict(data) == result
+    assert ItemResult.from_dict(json.loads(json.dumps(data))) == result  # as xdist sends it
+    defaults = ItemResult(stage="", gate="", check="", target=None, required=False)
+    left_out = {name for name in ItemResult.__dataclass_fields__ if name not in ALWAYS
+                and getattr(result, name) == getattr(defaults, name)}
+    assert set(data) == (set(ItemResult.__dataclass_fields__) - left_out)
+    # the reports share the result's dicts rather than copies of them
+    assert data["params"] is result.params
+    assert result_of(type("Report", (), {ATTRIBUTE: data})()) == result
+    assert verdict_of(type("Report", (), {ATTRIBUTE: data})()) == result.verdict
+
+
+@FAST
+@given(_RESULTS)
+def test_a_passed_check_has_one_property_and_another_all_of_its_figures(result: ItemResult) -> None:
+    properties = dict(check_properties(result))
+    assert properties["release_verdict"] == result.verdict.value
+    if result.verdict == Verdict.PASSED:
+        assert list(properties) == ["release_verdict"]
+        return
+    release = json.loads(properties["release"])
+    assert release == json_safe({"stage": result.stage, "gate": result.gate, "check": result.check,
+                                 "target": result.target, "required": result.required, "params": result.params,
+                                 "summary": result.summary, "measured": result.measured,
+                                 "expected": result.expected})
+
+
+class _Odd:
+    def __str__(self) -> str:
+        return "odd"
+
+
+_ANY = st.recursive(_PLAIN | st.just(_Odd()) | st.sampled_from(list(Verdict)) | st.floats(),
+                    lambda inner: (st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                                   | st.dictionaries(_TEXT | st.integers() | st.booleans(), inner, max_size=3)),
+                    max_leaves=10)
+
+
+@FAST
+@given(_ANY)
+def test_json_safe_is_a_json_round_trip(value: object) -> None:
+    expected = json.loads(json.dumps(value, default=str))
+    got = json_safe(value)
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert type(got) is type(expected)
