@@ -31,6 +31,11 @@ ON_CI = bool(os.environ.get("CI"))
 for _name in ("CI", "BUILD_NUMBER", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_WORKSPACE",
               "GITHUB_OUTPUT", "GITHUB_ENV"):
     os.environ.pop(_name, None)
+# The hundreds of pytest runs these tests start each import this package through pytest's
+# assertion rewriting (it is a plugin); with PYTHONDONTWRITEBYTECODE set (as on some machines,
+# this one among them) each run parsed, rewrote and compiled every module again, about a quarter
+# of a second a run. The runs may cache their bytecode (in __pycache__, ignored by git).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(scope="session", autouse=True)
