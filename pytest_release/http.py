@@ -191,13 +191,32 @@ _origins: dict[tuple[str, str, int | None, bool, str | None], HTTPConnectionPool
 
 def _origin_pool(url: urllib3.util.Url, verify: bool, ca: str | None) -> HTTPConnectionPool:
     """The keep-alive pool of ``url``'s origin (the same pools :func:`http_pool` hands out),
-    looked up by a plain key: a check asks for one per request."""
+    looked up by a plain key: a check asks for one per request. A pool closed since (whoever
+    closed it: its manager, a caller of :func:`http_pool`) is asked for again."""
     key = (url.scheme or "http", url.host or "", url.port, verify, ca)
     pool = _origins.get(key)
-    if pool is None:
+    if pool is None or pool.pool is None:
         pool = _origins[key] = http_pool(verify=verify, ca=ca).connection_from_host(
             url.host, port=url.port, scheme=url.scheme or "http")
     return pool
+
+
+def _urlopen(url: str, headers: Mapping[str, str] | None, timeout: float, verify: bool,
+             ca: str | None) -> urllib3.BaseHTTPResponse:
+    """One GET through the pool of ``url``'s origin, no retries, no redirects followed."""
+    parsed = urllib3.util.parse_url(url)
+    if parsed.scheme not in (None, "http", "https"):
+        raise urllib3.exceptions.URLSchemeUnknown(parsed.scheme)
+    for attempt in (1, 2):
+        try:
+            return _origin_pool(parsed, verify, ca).urlopen(
+                "GET", parsed.request_uri, headers=dict(headers) if headers else None,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, redirect=False,
+                preload_content=False, assert_same_host=False)
+        except urllib3.exceptions.ClosedPoolError:  # closed between the lookup and the request
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def connect_reason(exc: BaseException) -> str:
@@ -323,13 +342,7 @@ def fetch(url: str, *, timeout: float, max_body: int, verify: bool = True, ca: s
     previous = getattr(_current, "guard", None)
     _current.guard = guard
     try:
-        parsed = urllib3.util.parse_url(url)
-        if parsed.scheme not in (None, "http", "https"):
-            raise urllib3.exceptions.URLSchemeUnknown(parsed.scheme)
-        response = _origin_pool(parsed, verify, ca).urlopen(
-            "GET", parsed.request_uri, headers=dict(headers) if headers else None,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, redirect=False,
-            preload_content=False, assert_same_host=False)
+        response = _urlopen(url, headers, timeout, verify, ca)
     except urllib3.exceptions.NewConnectionError as exc:  # a subclass of TimeoutError in urllib3 2
         if guard.finish():
             return late()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import urllib3
@@ -59,6 +61,45 @@ def test_a_connection_read_whole_goes_back_to_the_pool_and_is_reused(http_url: s
     for _ in range(5):
         assert fetch(f"{http_url}/healthz", timeout=5, max_body=1024).ok
     assert pool.num_connections == opened
+
+
+def test_a_closed_pool_is_not_used_again(http_url: str) -> None:
+    """fetch keeps its own lookup of pools by origin, which must never hand out a closed one
+    (closed by a caller of http_pool, or by the manager)."""
+    assert fetch(f"{http_url}/healthz", timeout=5, max_body=1024).ok
+    http_pool().connection_from_url(http_url).close()
+    http_pool().clear()
+    assert fetch(f"{http_url}/healthz", timeout=5, max_body=1024).ok
+
+
+class _Ok(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+def test_more_origins_than_the_manager_keeps() -> None:
+    """Requests to 70 origins (the manager keeps 64 pools), then to the first ones again: each is
+    answered (a pool evicted by the manager is not reused closed)."""
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Ok) for _ in range(70)]
+    for server in servers:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for server in servers + servers[:8]:
+            answer = fetch(f"http://127.0.0.1:{server.server_address[1]}/", timeout=5, max_body=1024)
+            assert answer.ok and answer.status == 200 and answer.body == b"ok", answer.error
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 def test_a_refused_connection_says_so_in_the_systems_words() -> None:
