@@ -309,8 +309,9 @@ def check_properties(result: ItemResult) -> list[tuple[str, str]]:
     for every passed check, cost more memory than anything else."""
     if result.verdict == Verdict.PASSED:
         return list(PASSED_PROPERTIES)
+    summary = result.summary or (result.blocked.reason if result.blocked else result.not_checked)  # a skip's why
     release = {"stage": result.stage, "gate": result.gate, "check": result.check, "target": result.target,
-               "required": result.required, "params": result.params, "summary": result.summary,
+               "required": result.required, "params": result.params, "summary": summary,
                "measured": result.measured, "expected": result.expected}
     return [("release_verdict", result.verdict.value),
             ("release", json.dumps(release, sort_keys=True, separators=(",", ":"), default=str))]
