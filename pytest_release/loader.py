@@ -458,13 +458,18 @@ class _Semantics:
                                  f"check {kind_name!r} judges {' or '.join(sorted(kind.judges))} targets, "
                                  f"and none of {scope} is one")
 
+    def _known(self, path: tuple[Any, ...], what: str, name: object, known: Iterable[Any]) -> None:
+        """A plan error at ``path`` when ``name`` (a string: other types are the schema's to refuse)
+        names no ``what`` among ``known``, with the nearest known name."""
+        known = list(known)
+        if isinstance(name, str) and name not in known:
+            self.doc.add(path, f"no {what} named {name!r}{did_you_mean(name, known)}")
+
     def _references(self) -> None:
         procedures = [p.get("name") for _, p in _items(_section(self.data, "rollback", "procedures"))]
         for ti, trigger in _items(_section(self.data, "rollback", "triggers")):
             for pi, pname in enumerate(trigger.get("procedures") or []):
-                if isinstance(pname, str) and pname not in procedures:
-                    self.doc.add(("rollback", "triggers", ti, "procedures", pi),
-                                 f"no rollback procedure named {pname!r}{did_you_mean(pname, procedures)}")
+                self._known(("rollback", "triggers", ti, "procedures", pi), "rollback procedure", pname, procedures)
         gates = [g.get("name") for _, g in _items(_section(self.data, "validation", "gates"))]
         for pi, proc in _items(_section(self.data, "rollback", "procedures")):
             specs = [(("actions", k), v) for k, v in (proc.get("actions") or {}).items() if isinstance(v, dict)]
@@ -473,20 +478,14 @@ class _Semantics:
             for where, spec in specs:
                 verify = spec.get("verify")
                 for gi, gname in enumerate((verify or {}).get("gates") or [] if isinstance(verify, dict) else []):
-                    if isinstance(gname, str) and gname not in gates:
-                        self.doc.add(("rollback", "procedures", pi) + where + ("verify", "gates", gi),
-                                     f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
+                    self._known(("rollback", "procedures", pi) + where + ("verify", "gates", gi), "validation gate",
+                                gname, gates)
         for mi, metric in _items(_section(self.data, "validation", "metrics")):
             for gi, gname in enumerate(metric.get("gates") or []):
-                if isinstance(gname, str) and gname not in gates:
-                    self.doc.add(("validation", "metrics", mi, "gates", gi),
-                                 f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
+                self._known(("validation", "metrics", mi, "gates", gi), "validation gate", gname, gates)
         metrics = [m.get("name") for _, m in _items(_section(self.data, "monitoring", "metrics"))]
         for ai, alert in _items(_section(self.data, "monitoring", "alerts")):
-            mname = alert.get("metric")
-            if isinstance(mname, str) and mname not in metrics:
-                self.doc.add(("monitoring", "alerts", ai, "metric"),
-                             f"no monitoring metric named {mname!r}{did_you_mean(mname, metrics)}")
+            self._known(("monitoring", "alerts", ai, "metric"), "monitoring metric", alert.get("metric"), metrics)
         strategy_gates = [g.get("name") for _, g in _items(_section(self.data, "strategy", "gates"))]
         for mi, metric in _items(_section(self.data, "validation", "metrics")):
             name = metric.get("name")
@@ -509,9 +508,7 @@ class _Semantics:
         gates = [g.get("name") for _, g in _items(_section(self.data, "validation", "gates"))]
         for ti, trigger in _items(_section(self.data, "rollback", "triggers")):
             for gi, gname in enumerate(trigger.get("verify") or []):
-                if isinstance(gname, str) and gname not in gates:
-                    self.doc.add(("rollback", "triggers", ti, "verify", gi),
-                                 f"no validation gate named {gname!r}{did_you_mean(gname, gates)}")
+                self._known(("rollback", "triggers", ti, "verify", gi), "validation gate", gname, gates)
         targets = _mapping(self.data.get("targets"))
         for gi, gate in _items(_section(self.data, "validation", "gates")):
             for ci, check in enumerate(gate.get("checks") or []):
@@ -602,9 +599,7 @@ class _Semantics:
                                    "check kind; give check: KIND")
                 continue
             self._probe_targets(path, task.get("targets"), kind_name, targets, f"task {name!r}")
-            mname = task.get("metric")
-            if isinstance(mname, str) and mname not in probes:
-                self.doc.add(path + ("metric",), f"no monitoring metric named {mname!r}{did_you_mean(mname, probes)}")
+            self._known(path + ("metric",), "monitoring metric", task.get("metric"), probes)
 
     def analytics_source(self, entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
         """(source, check kind) of an analytics metric: given, or from its name (system_metrics,
@@ -650,9 +645,7 @@ class _Semantics:
                     self.doc.add(path + ("target",), f"target {tname!r} is not a data store (sqlite: or dsn:)")
             elif "target" in source:
                 self.doc.add(path + ("target",), "target applies to an sql source", key=True)
-            kind = source.get("checks")
-            if isinstance(kind, str) and kind not in self.kinds:
-                self.doc.add(path + ("checks",), f"no check kind named {kind!r}{did_you_mean(kind, self.kinds)}")
+            self._known(path + ("checks",), "check kind", source.get("checks"), self.kinds)
         for ai, analysis in _items(_section(self.data, "analytics", "analysis")):
             mname = self.analysis_metric(analysis)
             if mname in names:
@@ -674,8 +667,7 @@ class _Semantics:
             return
         if isinstance(named, list):
             for i, tname in enumerate(named):
-                if isinstance(tname, str) and tname not in targets:
-                    self.doc.add(path + ("targets", i), f"no target named {tname!r}{did_you_mean(tname, targets)}")
+                self._known(path + ("targets", i), "target", tname, targets)
             names = [n for n in named if isinstance(n, str) and n in targets]
         else:
             names = list(targets)
