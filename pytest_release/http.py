@@ -207,16 +207,17 @@ def _urlopen(url: str, headers: Mapping[str, str] | None, timeout: float, verify
     parsed = urllib3.util.parse_url(url)
     if parsed.scheme not in (None, "http", "https"):
         raise urllib3.exceptions.URLSchemeUnknown(parsed.scheme)
-    for attempt in (1, 2):
-        try:
-            return _origin_pool(parsed, verify, ca).urlopen(
-                "GET", parsed.request_uri, headers=dict(headers) if headers else None,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, redirect=False,
-                preload_content=False, assert_same_host=False)
-        except urllib3.exceptions.ClosedPoolError:  # closed between the lookup and the request
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+
+    def request() -> urllib3.BaseHTTPResponse:
+        return _origin_pool(parsed, verify, ca).urlopen(
+            "GET", parsed.request_uri, headers=dict(headers) if headers else None,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, redirect=False,
+            preload_content=False, assert_same_host=False)
+
+    try:
+        return request()
+    except urllib3.exceptions.ClosedPoolError:  # closed between the lookup and the request: once more
+        return request()
 
 
 def connect_reason(exc: BaseException) -> str:

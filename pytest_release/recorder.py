@@ -193,14 +193,19 @@ class Recorder:
 
     # -- checks without a verdict ------------------------------------------------------------
 
-    def _planned_result(self, nodeid: str) -> ItemResult | None:
-        """The result before it ran of ``nodeid``, if it is a check item of this plan."""
+    def _planned_check(self, nodeid: str) -> tuple[Stage, Gate, CheckSpec, Target | None] | None:
+        """What ``nodeid`` checks, if it is a check item of this plan (the plan's items are made
+        once, on first use: under xdist, or when a verdict is missing)."""
         if self._planned is None:
             self._planned = planned_checks(self.plan, self.kinds or {}, self.selected)
         head, sep, rest = nodeid.partition("::")
         if not sep or Path(head).name != self.plan.path.name:
             return None
-        planned = self._planned.get(rest)
+        return self._planned.get(rest)
+
+    def _planned_result(self, nodeid: str) -> ItemResult | None:
+        """The result before it ran of ``nodeid``, if it is a check item of this plan."""
+        planned = self._planned_check(nodeid)
         return None if planned is None else item_result(self.plan, *planned)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -210,13 +215,7 @@ class Recorder:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """The planned checks, as each xdist worker collected them (the controller collects none)."""
-        if self._planned is None:
-            self._planned = planned_checks(self.plan, self.kinds or {}, self.selected)
-        name = self.plan.path.name
-        for nodeid in ids:
-            head, sep, rest = nodeid.partition("::")
-            if sep and rest in self._planned and Path(head).name == name:
-                self.planned.add(nodeid)
+        self.planned.update(i for i in ids if self._planned_check(i) is not None)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:

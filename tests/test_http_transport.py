@@ -86,8 +86,8 @@ class _Ok(BaseHTTPRequestHandler):
 
 
 def test_more_origins_than_the_manager_keeps() -> None:
-    """Requests to 70 origins (the manager keeps 64 pools), then to the first ones again: each is
-    answered (a pool evicted by the manager is not reused closed)."""
+    """Requests to 70 origins (the manager keeps 64 pools), then to the first ones again: fetch's
+    own lookup of pools by origin answers each (whatever the manager evicted meanwhile)."""
     servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Ok) for _ in range(70)]
     for server in servers:
         server.daemon_threads = True
